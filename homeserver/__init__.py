@@ -1,0 +1,1 @@
+"""A Matrix homeserver: spec core, storage, handlers; transports live beside this package."""
