@@ -1,0 +1,78 @@
+"""The in-process notifier: wakes waiting /sync requests when the stream position moves.
+
+It carries positions, never data. A listener subscribes (to its user and the rooms it is in)
+before it reads the store, so an event persisted between the read and the wait still wakes it.
+Only listeners of the event's room or of a named user are woken; others keep sleeping.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from typing import Iterable
+
+
+class Listener:
+    def __init__(self, notifier: "LocalNotifier", user_id: str, room_ids: frozenset[str]) -> None:
+        self._notifier = notifier
+        self.user_id = user_id
+        self.room_ids = room_ids
+        self._event = asyncio.Event()
+        self.position = notifier.position
+
+    def _wake(self, position: int) -> None:
+        self.position = max(self.position, position)
+        self._event.set()
+
+    async def wait(self, timeout_s: float) -> bool:
+        """True if woken by something relevant within `timeout_s`."""
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout_s)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    def close(self) -> None:
+        self._notifier._remove(self)
+
+    def __enter__(self) -> "Listener":
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+class LocalNotifier:
+    def __init__(self, position: int = 0) -> None:
+        self.position = position
+        self._by_user: dict[str, set[Listener]] = defaultdict(set)
+        self._by_room: dict[str, set[Listener]] = defaultdict(set)
+
+    def listen(self, user_id: str, room_ids: Iterable[str]) -> Listener:
+        listener = Listener(self, user_id, frozenset(room_ids))
+        self._by_user[user_id].add(listener)
+        for room_id in listener.room_ids:
+            self._by_room[room_id].add(listener)
+        return listener
+
+    def _remove(self, listener: Listener) -> None:
+        _discard(self._by_user, listener.user_id, listener)
+        for room_id in listener.room_ids:
+            _discard(self._by_room, room_id, listener)
+
+    def on_new_event(self, room_id: str, position: int, users: Iterable[str] = ()) -> None:
+        """An event at `position` in `room_id`; `users` are woken even if not listening to the
+        room (the target of an invite or a join, whose room set has just changed)."""
+        self.position = max(self.position, position)
+        woken = set(self._by_room.get(room_id, ()))
+        for user_id in users:
+            woken.update(self._by_user.get(user_id, ()))
+        for listener in woken:
+            listener._wake(position)
+
+
+def _discard(index: dict[str, set[Listener]], key: str, listener: Listener) -> None:
+    listeners = index.get(key)
+    if listeners is not None:
+        listeners.discard(listener)
+        if not listeners:
+            del index[key]

@@ -1,0 +1,79 @@
+"""Storage: one facade over small stores, on SQLite or PostgreSQL. See README.md here."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from homeserver.storage.database import Database, DatabaseUnavailable, SchemaTooNew
+from homeserver.storage.engines.postgres import PostgresDatabase
+from homeserver.storage.engines.sqlite import SqliteDatabase
+from homeserver.storage.id_generators import StreamIdGenerator
+from homeserver.storage.migrations import apply_migrations
+from homeserver.storage.stores.events import EventsStore
+from homeserver.storage.stores.persist import PersistEventsStore
+from homeserver.storage.stores.rooms import RoomsStore
+from homeserver.storage.stores.state import StateStore
+
+__all__ = ["Storage", "open_storage", "open_database", "DatabaseUnavailable", "SchemaTooNew"]
+
+
+class DatabaseSettings(Protocol):
+    engine: str
+    path: Path
+    pool_min: int
+    pool_max: int
+
+    def postgres_dsn(self) -> str: ...
+
+
+@dataclass
+class Storage:
+    db: Database
+    events: EventsStore
+    state: StateStore
+    rooms: RoomsStore
+    persist: PersistEventsStore
+    stream_ids: StreamIdGenerator
+
+    async def close(self) -> None:
+        await self.db.close()
+
+
+async def open_database(settings: DatabaseSettings) -> Database:
+    if settings.engine == "postgres":
+        return await PostgresDatabase.open(
+            settings.postgres_dsn(), min_size=settings.pool_min, max_size=settings.pool_max
+        )
+    if settings.engine == "sqlite":
+        return await SqliteDatabase.open(Path(settings.path))
+    raise DatabaseUnavailable(f"unknown database engine {settings.engine!r}")
+
+
+async def open_storage(settings: DatabaseSettings) -> Storage:
+    """Connect, bring the schema up to date and load the stream positions."""
+    db = await open_database(settings)
+    try:
+        return await storage_on(db)
+    except BaseException:
+        await db.close()
+        raise
+
+
+async def storage_on(db: Database) -> Storage:
+    await apply_migrations(db)
+    events = EventsStore(db)
+    state = StateStore(db)
+    await state.load_next_id()
+    top = await db.fetchval("SELECT MAX(stream_ordering) FROM events") or 0
+    bottom = await db.fetchval("SELECT MIN(stream_ordering) FROM events") or 0
+    stream_ids = StreamIdGenerator(max(top, 0))
+    backfill_ids = StreamIdGenerator(min(bottom, 0), step=-1)
+    return Storage(
+        db=db,
+        events=events,
+        state=state,
+        rooms=RoomsStore(db),
+        persist=PersistEventsStore(db, events, state, stream_ids, backfill_ids),
+        stream_ids=stream_ids,
+    )

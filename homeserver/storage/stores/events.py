@@ -1,0 +1,170 @@
+"""Reading events: by ID (cached), their metadata, the DAG and auth chains."""
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Collection, Iterable, Sequence
+
+from homeserver.events.event import Event
+from homeserver.events.room_versions import get_room_version
+from homeserver.storage.database import Database
+
+
+@dataclass(frozen=True, slots=True)
+class EventMeta:
+    """What we know about a stored event besides its PDU."""
+
+    event_id: str
+    room_id: str
+    stream_ordering: int
+    depth: int
+    outlier: bool
+    rejected_reason: str | None
+    soft_failed: bool
+    state_group_before: int | None
+    state_group_after: int | None
+
+
+class LruCache(OrderedDict):  # type: ignore[type-arg]
+    def __init__(self, max_size: int) -> None:
+        super().__init__()
+        self.max_size = max_size
+
+    def get_hit(self, key):  # type: ignore[no-untyped-def]
+        value = self.get(key)
+        if value is not None:
+            self.move_to_end(key)
+        return value
+
+    def put(self, key, value) -> None:  # type: ignore[no-untyped-def]
+        self[key] = value
+        self.move_to_end(key)
+        if len(self) > self.max_size:
+            self.popitem(last=False)
+
+
+class EventsStore:
+    def __init__(self, db: Database, cache_size: int = 50_000) -> None:
+        self.db = db
+        # Events are immutable once stored (redaction is applied on the way out, not here).
+        self._event_cache: LruCache = LruCache(cache_size)
+
+    def remember(self, event: Event) -> None:
+        """Seed the cache with an event that was just persisted."""
+        self._event_cache.put(event.event_id, event)
+
+    async def get_event(self, event_id: str) -> Event | None:
+        return (await self.get_events([event_id])).get(event_id)
+
+    async def get_events(self, event_ids: Iterable[str]) -> dict[str, Event]:
+        """Events by ID, rejected ones included; missing IDs are left out."""
+        found: dict[str, Event] = {}
+        missing: list[str] = []
+        for event_id in set(event_ids):
+            event = self._event_cache.get_hit(event_id)
+            if event is not None:
+                found[event_id] = event
+            else:
+                missing.append(event_id)
+        if not missing:
+            return found
+        clause, arg = self.db.in_list("e.event_id", 1, missing)
+        rows = await self.db.fetch(
+            "SELECT e.event_id, r.room_version, e.json FROM events e"
+            f" JOIN rooms r ON r.room_id = e.room_id WHERE {clause}",
+            arg,
+        )
+        for event_id, version, raw in rows:
+            event = Event(json.loads(raw), get_room_version(version), event_id)
+            self._event_cache.put(event_id, event)
+            found[event_id] = event
+        return found
+
+    async def get_event_metas(self, event_ids: Collection[str]) -> dict[str, EventMeta]:
+        if not event_ids:
+            return {}
+        clause, arg = self.db.in_list("event_id", 1, event_ids)
+        rows = await self.db.fetch(
+            "SELECT event_id, room_id, stream_ordering, depth, outlier, rejected_reason,"
+            " soft_failed, state_group_before, state_group_after"
+            f" FROM events WHERE {clause}",
+            arg,
+        )
+        return {
+            r[0]: EventMeta(r[0], r[1], r[2], r[3], bool(r[4]), r[5], bool(r[6]), r[7], r[8])
+            for r in rows
+        }
+
+    async def get_rejected_event_ids(self, event_ids: Collection[str]) -> set[str]:
+        if not event_ids:
+            return set()
+        clause, arg = self.db.in_list("event_id", 1, event_ids)
+        rows = await self.db.fetch(
+            f"SELECT event_id FROM events WHERE rejected_reason IS NOT NULL AND {clause}", arg
+        )
+        return {r[0] for r in rows}
+
+    async def have_events(self, event_ids: Collection[str]) -> set[str]:
+        if not event_ids:
+            return set()
+        clause, arg = self.db.in_list("event_id", 1, event_ids)
+        rows = await self.db.fetch(f"SELECT event_id FROM events WHERE {clause}", arg)
+        return {r[0] for r in rows}
+
+    async def get_auth_chain_ids(self, event_ids: Collection[str]) -> set[str]:
+        """Every event reachable through auth_events from `event_ids`, not including them."""
+        if not event_ids:
+            return set()
+        clause, arg = self.db.in_list("event_id", 1, event_ids)
+        # UNION (not UNION ALL) deduplicates, which is also what makes the recursion end.
+        rows = await self.db.fetch(
+            "WITH RECURSIVE chain(id) AS ("
+            f" SELECT auth_id FROM event_auth WHERE {clause}"
+            " UNION SELECT a.auth_id FROM event_auth a JOIN chain c ON a.event_id = c.id"
+            ") SELECT id FROM chain",
+            arg,
+        )
+        return {r[0] for r in rows}
+
+    async def get_auth_chain_difference(
+        self, room_id: str, state_sets: Sequence[set[str]]
+    ) -> set[str]:
+        """State res v2 "auth difference", with each set's own events counted in its chain as
+        homeserver.state.store.StateResolutionStore documents."""
+        chains = [await self.get_auth_chain_ids(s) | s for s in state_sets]
+        if not chains:
+            return set()
+        return set().union(*chains) - set.intersection(*chains)
+
+    async def get_forward_extremities(self, room_id: str) -> list[str]:
+        rows = await self.db.fetch(
+            "SELECT event_id FROM event_forward_extremities WHERE room_id = $1", room_id
+        )
+        return [r[0] for r in rows]
+
+    async def get_prev_event_ids(self, event_id: str) -> list[str]:
+        rows = await self.db.fetch(
+            "SELECT prev_event_id FROM event_edges WHERE event_id = $1", event_id
+        )
+        return [r[0] for r in rows]
+
+    async def get_max_depth(self, event_ids: Collection[str]) -> int:
+        if not event_ids:
+            return 0
+        clause, arg = self.db.in_list("event_id", 1, event_ids)
+        return await self.db.fetchval(f"SELECT MAX(depth) FROM events WHERE {clause}", arg) or 0
+
+    async def get_stream_events(
+        self, room_id: str, from_exclusive: int, to_inclusive: int, limit: int
+    ) -> list[Event]:
+        """The room's live events between two stream positions, newest `limit`, oldest first."""
+        rows = await self.db.fetch(
+            "SELECT event_id FROM events WHERE room_id = $1 AND stream_ordering > $2"
+            " AND stream_ordering <= $3 AND NOT outlier AND rejected_reason IS NULL"
+            " ORDER BY stream_ordering DESC LIMIT $4",
+            room_id, from_exclusive, to_inclusive, limit,
+        )
+        ids = [r[0] for r in reversed(rows)]
+        events = await self.get_events(ids)
+        return [events[i] for i in ids]
