@@ -42,6 +42,7 @@ def verify_event_signature(
     redacted = prune_event_dict(room_version, pdu)
     try:
         verify_signed_json(redacted, server_name, verify_key)
-    except SignatureVerifyException:
+    except (SignatureVerifyException, TypeError, ValueError):
+        # A malformed `signatures` value is as good as no signature.
         return False
     return True

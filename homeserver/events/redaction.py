@@ -62,13 +62,16 @@ def prune_event_dict(room_version: RoomVersion, pdu: Mapping[str, Any]) -> dict[
         new_content = dict(content)
     else:
         new_content = {k: content[k] for k in kept if k in content}
-    # v11 keeps only `signed` of a member event's third_party_invite.
+    # v11 keeps only `signed` of a member event's third_party_invite. The spec is silent on
+    # an invite object without `signed`; Synapse keeps it as {}, and event IDs must match.
+    third_party_invite = content.get("third_party_invite")
     if (
         rules is RedactionRules.V11
         and pdu.get("type") == "m.room.member"
-        and isinstance(content.get("third_party_invite"), Mapping)
-        and "signed" in content["third_party_invite"]
+        and isinstance(third_party_invite, Mapping)
     ):
-        new_content["third_party_invite"] = {"signed": content["third_party_invite"]["signed"]}
+        new_content["third_party_invite"] = (
+            {"signed": third_party_invite["signed"]} if "signed" in third_party_invite else {}
+        )
     pruned["content"] = new_content
     return pruned

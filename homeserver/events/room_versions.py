@@ -58,6 +58,9 @@ class RoomVersion:
     # v11+: `creator` leaves m.room.create; `redacts` moves into content.
     implicit_room_creator: bool
     redacts_in_content: bool
+    # v11+: the 255-byte limits on sender/type/state_key/event_id are hard; before, Synapse
+    # let such events in (measured in codepoints), so they are stored rejected, not dropped.
+    strict_event_byte_limits: bool
     # v12: room ID is derived from the create event; creators have infinite power and the
     # create event is never listed in auth_events.
     room_id_from_create_event: bool
@@ -84,6 +87,7 @@ def _v(
     integer_power_levels: bool = True,
     implicit_room_creator: bool = True,
     redacts_in_content: bool = True,
+    strict_event_byte_limits: bool = True,
     room_id_from_create_event: bool = False,
     privileged_creators: bool = False,
 ) -> RoomVersion:
@@ -102,6 +106,7 @@ def _v(
         integer_power_levels=integer_power_levels,
         implicit_room_creator=implicit_room_creator,
         redacts_in_content=redacts_in_content,
+        strict_event_byte_limits=strict_event_byte_limits,
         room_id_from_create_event=room_id_from_create_event,
         privileged_creators=privileged_creators,
     )
@@ -115,7 +120,9 @@ _PRE_V6 = dict(
 _PRE_V7 = dict(knock_join_rule=False)
 _PRE_V8 = dict(restricted_join_rule=False)
 _PRE_V10 = dict(knock_restricted_join_rule=False, integer_power_levels=False)
-_PRE_V11 = dict(implicit_room_creator=False, redacts_in_content=False)
+_PRE_V11 = dict(
+    implicit_room_creator=False, redacts_in_content=False, strict_event_byte_limits=False
+)
 
 _F, _S, _R = EventFormat, StateResAlgorithm, RedactionRules
 
