@@ -9,18 +9,15 @@ from typing import Any, Mapping
 from homeserver.auth_rules import auth_types_for_event, check_auth_rules
 from homeserver.clock import Clock
 from homeserver.crypto.keys import ServerKeys
-from homeserver.errors import NotFound
+from homeserver.errors import MatrixError, NotFound
 from homeserver.events.builder import EventBuilder
 from homeserver.events.event import CREATE, Event, StateKey
 from homeserver.events.room_versions import RoomVersion
 from homeserver.events.validation import validate_pdu
-from homeserver.handlers.persistence import EventPersister
+from homeserver.handlers.persistence import EventPersister, NextEvent, StaleTip
 from homeserver.handlers.state import StateHandler
 from homeserver.storage import Storage
-from homeserver.storage.stores.persist import EventContext, PersistedEvent
-
-# S2S "PDUs": prev_events holds at most 20 events; cite the newest extremities when more.
-MAX_PREV_EVENTS = 20
+from homeserver.storage.stores.persist import PersistedEvent
 
 
 @dataclass(frozen=True)
@@ -66,40 +63,38 @@ class EventCreationHandler:
             room_version, event_type, sender, dict(content), room_id=room_id,
             state_key=state_key, redacts=redacts,
         )
-        async with self.persister.room_locks.lock(room_id):
-            extremities = await self.storage.events.get_forward_extremities(room_id)
-            if not extremities:
-                raise NotFound(f"Room {room_id} has no events we can build on")
-            prev_ids = await self._newest(extremities)
-            context = await self.state.context_for_new_event(room_id, room_version, prev_ids)
-            depth = await self.storage.events.get_max_depth(prev_ids) + 1
-            event = await self._build_and_check(builder, context, prev_ids, depth)
-            return await self.persister.persist_local_event_locked(event, context)
+        for _attempt in range(3):
+            async with self.persister.room_locks.lock(room_id):
+                next_event = await self.persister.next_local_event(room_id, room_version)
+                if next_event is None:
+                    raise NotFound(f"Room {room_id} has no events we can build on")
+                event = await self._build_and_check(builder, next_event)
+                try:
+                    done = self.persister.enqueue_local(event, next_event)
+                except StaleTip:
+                    continue
+            return await done
+        raise MatrixError("The room is busy; try again", status=503)
 
     async def create_room_event(self, builder: EventBuilder) -> PersistedEvent:
         """Persist the first event of a new room (its m.room.create)."""
-        context = self.state.context_from_state(builder.room_id or "", {})
-        event = await self._build_and_check(builder, context, [], 1)
+        next_event = self.persister.first_event()
+        next_event.context = await self.state.context_from_state(builder.room_id or "", {})
+        event = await self._build_and_check(builder, next_event)
         async with self.persister.room_locks.lock(event.room_id):
-            return await self.persister.persist_local_event_locked(event, context)
+            done = self.persister.enqueue_local(event, next_event)
+        return await done
 
-    async def _newest(self, extremities: list[str]) -> list[str]:
-        if len(extremities) <= MAX_PREV_EVENTS:
-            return sorted(extremities)
-        metas = await self.storage.events.get_event_metas(extremities)
-        extremities.sort(key=lambda e: metas[e].depth if e in metas else 0, reverse=True)
-        return sorted(extremities[:MAX_PREV_EVENTS])
-
-    async def _build_and_check(
-        self, builder: EventBuilder, context: EventContext, prev_ids: list[str], depth: int
-    ) -> Event:
+    async def _build_and_check(self, builder: EventBuilder, next_event: NextEvent) -> Event:
+        """Build, sign and authorise the event, and finish its context."""
         rv = builder.room_version
+        context = next_event.context
         state_before = context.state_before or {}
         auth_ids = self._auth_event_ids(rv, builder, state_before)
         event = builder.build(
-            prev_events=prev_ids,
+            prev_events=next_event.prev_event_ids,
             auth_events=auth_ids,
-            depth=depth,
+            depth=next_event.depth,
             origin_server_ts=self.clock.time_ms(),
             server_name=self.server.server_name,
             signing_key=self.server.keys.signing_key,
@@ -109,6 +104,7 @@ class EventCreationHandler:
             {k: v for k, v in state_before.items() if v in set(auth_ids) or k == (CREATE, "")}
         )
         check_auth_rules(event, auth_state)
+        await self.state.finish_context(event, context)
         return event
 
     @staticmethod
@@ -117,3 +113,4 @@ class EventCreationHandler:
     ) -> list[str]:
         wanted = auth_types_for_event(rv, builder.type, builder.sender, builder.state_key, builder.content)
         return sorted(state[k] for k in wanted if k in state)
+

@@ -57,7 +57,7 @@ class RemoteEventHandler:
                 event.room_id, event.room_version, event.prev_event_ids
             )
         else:
-            context = self.state.context_from_state(event.room_id, state_before)
+            context = await self.state.context_from_state(event.room_id, state_before)
         reason = await self._check_against_auth_events(event, {}, set())
         if reason is None:
             reason = await self._check_against_state(event, context.state_before or {})

@@ -10,8 +10,9 @@ from homeserver.events.event import Event, StateKey, StateMap
 from homeserver.events.room_versions import RoomVersion
 from homeserver.state.resolver import resolve_state
 from homeserver.storage import Storage
+from homeserver.storage.stores.events import EventMeta
 from homeserver.storage.stores.persist import EventContext
-from homeserver.storage.stores.state import FrozenStateMap, PendingStateGroup, state_delta
+from homeserver.storage.stores.state import FrozenStateMap, state_delta
 
 
 class MissingState(Exception):
@@ -36,10 +37,16 @@ class StateHandler:
         return await self.storage.state.get_state(group)
 
     async def context_for_new_event(
-        self, room_id: str, room_version: RoomVersion, prev_event_ids: Sequence[str]
+        self,
+        room_id: str,
+        room_version: RoomVersion,
+        prev_event_ids: Sequence[str],
+        metas: Mapping[str, EventMeta] | None = None,
     ) -> EventContext:
-        """The context of an event whose prev_events are all stored with state."""
-        metas = await self.storage.events.get_event_metas(prev_event_ids)
+        """The context of an event whose prev_events are all stored with state; pass their
+        `metas` when already loaded."""
+        if metas is None:
+            metas = await self.storage.events.get_event_metas(prev_event_ids)
         groups: list[int] = []
         for prev_id in prev_event_ids:
             meta = metas.get(prev_id)
@@ -52,27 +59,42 @@ class StateHandler:
             return EventContext(state_before=state, state_group_before=groups[0])
         states = await self.storage.state.get_states(groups)
         resolved = await self.resolve(room_id, room_version, [dict(states[g]) for g in groups])
-        return self.context_from_state(room_id, resolved, base=(groups[0], states[groups[0]]))
+        return await self.context_from_state(room_id, resolved, base=groups[0])
 
-    def context_from_state(
-        self,
-        room_id: str,
-        state: Mapping[StateKey, str],
-        base: tuple[int, FrozenStateMap] | None = None,
+    async def context_from_state(
+        self, room_id: str, state: Mapping[StateKey, str], base: int | None = None
     ) -> EventContext:
         """The context for a state we were given (federation) or resolved; stored as a delta
-        on `base` (a group and its state) when there is one."""
-        frozen = MappingProxyType(dict(state))
+        on the group `base` when there is one."""
         if base is not None:
-            base_group, base_state = base
-            if dict(base_state) == dict(frozen):
-                return EventContext(state_before=base_state, state_group_before=base_group)
-            pending = PendingStateGroup(
-                room_id, frozen, prev_group=base_group, delta=state_delta(base_state, frozen)
+            base_state = await self.storage.state.get_state(base)
+            if dict(base_state) == dict(state):
+                return EventContext(state_before=base_state, state_group_before=base)
+            group = await self.storage.state.new_group(
+                room_id, MappingProxyType(dict(state)), base, state_delta(base_state, state)
             )
         else:
-            pending = PendingStateGroup(room_id, frozen)
-        return EventContext(state_before=frozen, pending_before=pending)
+            group = await self.storage.state.new_group(room_id, MappingProxyType(dict(state)))
+        return EventContext(state_before=group.state, state_group_before=group.id, new_groups=[group])
+
+    async def finish_context(self, event: Event, context: EventContext) -> None:
+        """Fill in the state after the event, once its rejection is decided: a state event
+        that is accepted adds a one-entry delta; anything else leaves the state as it was."""
+        if context.state_before is None or context.state_after is not None:
+            return
+        if not event.is_state() or context.rejected_reason is not None:
+            context.state_group_after = context.state_group_before
+            context.state_after = context.state_before
+            return
+        key = event.state_key_tuple
+        after = dict(context.state_before)
+        after[key] = event.event_id
+        group = await self.storage.state.new_group(
+            event.room_id, MappingProxyType(after), context.state_group_before, {key: event.event_id}
+        )
+        context.new_groups.append(group)
+        context.state_group_after = group.id
+        context.state_after = group.state
 
     async def resolve(
         self, room_id: str, room_version: RoomVersion, state_sets: Sequence[StateMap]

@@ -7,11 +7,11 @@ MAX_DELTA_DEPTH with a full snapshot, so reading a group walks at most that many
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Mapping
 
-from homeserver.events.event import StateKey, StateMap
+from homeserver.events.event import StateKey
 from homeserver.storage.database import Database, Txn
 from homeserver.storage.stores.events import LruCache
 
@@ -21,13 +21,16 @@ FrozenStateMap = Mapping[StateKey, str]
 
 
 @dataclass
-class PendingStateGroup:
-    """A state group to write: `state` in full, plus the group it extends, if any."""
+class NewStateGroup:
+    """A state group not yet written: its ID is reserved so events built on it can cite it
+    before it commits. Written as `delta` on `prev_group`, or in full when that is None."""
 
+    id: int
     room_id: str
     state: FrozenStateMap
-    prev_group: int | None = None
-    delta: dict[StateKey, str | None] = field(default_factory=dict)
+    prev_group: int | None
+    delta: dict[StateKey, str | None]
+    delta_depth: int
 
 
 class StateStore:
@@ -83,34 +86,45 @@ class StateStore:
             self._depths.put(group, depth)
         return depth
 
-    async def store_group_txn(self, txn: Txn, pending: PendingStateGroup) -> int:
+    async def new_group(
+        self,
+        room_id: str,
+        state: FrozenStateMap,
+        prev_group: int | None = None,
+        delta: dict[StateKey, str | None] | None = None,
+    ) -> NewStateGroup:
+        """Reserve an ID for a group holding `state`, as `delta` on `prev_group` when given.
+
+        The state is cached at once: a group is immutable, and an ID whose transaction rolls
+        back is never handed out again, so nothing can read a wrong state under it.
+        """
         assert self._next_id is not None, "load_next_id() was not called"
-        group = self._next_id
+        group_id = self._next_id
         self._next_id += 1
         depth = 0
-        prev_group = pending.prev_group
         if prev_group is not None:
             depth = await self._delta_depth(prev_group) + 1
             if depth > MAX_DELTA_DEPTH:
                 prev_group, depth = None, 0
-        if prev_group is None:
-            entries = [(group, t, k, e) for (t, k), e in pending.state.items()]
-        else:
-            entries = [(group, t, k, e) for (t, k), e in pending.delta.items()]
-        await txn.execute(
+        frozen = state if isinstance(state, MappingProxyType) else MappingProxyType(dict(state))
+        self._cache.put(group_id, frozen)
+        self._depths.put(group_id, depth)
+        return NewStateGroup(group_id, room_id, frozen, prev_group, dict(delta or {}), depth)
+
+    async def store_groups_txn(self, txn: Txn, groups: list[NewStateGroup]) -> None:
+        await txn.executemany(
             "INSERT INTO state_groups (id, room_id, prev_group, delta_depth) VALUES ($1, $2, $3, $4)",
-            group, pending.room_id, prev_group, depth,
+            [(g.id, g.room_id, g.prev_group, g.delta_depth) for g in groups],
         )
+        entries = []
+        for g in groups:
+            source = g.state.items() if g.prev_group is None else g.delta.items()
+            entries.extend((g.id, t, k, e) for (t, k), e in source)
         await txn.executemany(
             "INSERT INTO state_group_entries (state_group, type, state_key, event_id)"
             " VALUES ($1, $2, $3, $4)",
             entries,
         )
-        # The group is immutable, so it can be cached before commit; an id from a rolled-back
-        # transaction is never handed out again.
-        self._cache.put(group, MappingProxyType(dict(pending.state)))
-        self._depths.put(group, depth)
-        return group
 
 
 def state_delta(old: Mapping[StateKey, str], new: Mapping[StateKey, str]) -> dict[StateKey, str | None]:
@@ -122,4 +136,3 @@ def state_delta(old: Mapping[StateKey, str], new: Mapping[StateKey, str]) -> dic
     return delta
 
 
-__all__ = ["StateStore", "PendingStateGroup", "state_delta", "StateMap", "MAX_DELTA_DEPTH"]
