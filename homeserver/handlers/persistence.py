@@ -241,7 +241,7 @@ class EventPersister:
                 state = await self.state.get_state_after(event_id)
             state_sets.append(dict(state))
         room_version = candidates[0][0].room_version
-        resolved = await self.state.resolve(room_id, room_version, state_sets)
+        resolved = await self.state.resolve(room_id, room_version, state_sets, items)
         old_current = await self.storage.rooms.get_current_state_ids(room_id)
         change = ExtremitiesChange(frozenset(old - new), frozenset(new - old))
         return change, current_state_delta(old_current, resolved)

@@ -3,14 +3,15 @@ forks), and the state at any stored event (rooms/v2.md: S(E) is the resolution o
 from __future__ import annotations
 
 from types import MappingProxyType
-from typing import Mapping, Sequence
+from typing import Collection, Mapping, Sequence
 
 from homeserver.errors import NotFound
 from homeserver.events.event import Event, StateKey, StateMap
 from homeserver.events.room_versions import RoomVersion
 from homeserver.state.resolver import resolve_state
+from homeserver.state.store import StateResolutionStore
 from homeserver.storage import Storage
-from homeserver.storage.stores.events import EventMeta
+from homeserver.storage.stores.events import EventMeta, EventsStore
 from homeserver.storage.stores.persist import EventContext
 from homeserver.storage.stores.state import FrozenStateMap, state_delta
 
@@ -97,10 +98,59 @@ class StateHandler:
         context.state_after = group.state
 
     async def resolve(
-        self, room_id: str, room_version: RoomVersion, state_sets: Sequence[StateMap]
+        self,
+        room_id: str,
+        room_version: RoomVersion,
+        state_sets: Sequence[StateMap],
+        pending: Sequence[tuple[Event, EventContext]] = (),
     ) -> StateMap:
-        return await resolve_state(room_id, room_version, state_sets, self.storage.events)
+        """Resolve `state_sets`; `pending` are events not stored yet (the batch being
+        persisted) that the sets may name."""
+        store: StateResolutionStore = self.storage.events
+        if pending:
+            store = PendingEventsOverlay(self.storage.events, pending)
+        return await resolve_state(room_id, room_version, state_sets, store)
 
     async def load_state_events(self, state: Mapping[StateKey, str]) -> dict[StateKey, Event]:
         events = await self.storage.events.get_events(state.values())
         return {key: events[eid] for key, eid in state.items() if eid in events}
+
+
+class PendingEventsOverlay:
+    """The stored events plus a batch about to be stored, as state resolution reads them."""
+
+    def __init__(self, stored: EventsStore, pending: Sequence[tuple[Event, EventContext]]) -> None:
+        self._stored = stored
+        self._pending = {e.event_id: e for e, _ in pending}
+        self._rejected = {e.event_id for e, ctx in pending if ctx.rejected_reason is not None}
+
+    async def get_events(self, event_ids: Collection[str]) -> dict[str, Event]:
+        found = {i: self._pending[i] for i in event_ids if i in self._pending}
+        found.update(await self._stored.get_events([i for i in event_ids if i not in found]))
+        return found
+
+    async def get_rejected_event_ids(self, event_ids: Collection[str]) -> set[str]:
+        stored = [i for i in event_ids if i not in self._pending]
+        return {i for i in event_ids if i in self._rejected} | await self._stored.get_rejected_event_ids(stored)
+
+    async def get_auth_chain_difference(self, room_id: str, state_sets: Sequence[set[str]]) -> set[str]:
+        chains = [await self._chain(s) for s in state_sets]
+        if not chains:
+            return set()
+        return set().union(*chains) - set.intersection(*chains)
+
+    async def _chain(self, event_ids: set[str]) -> set[str]:
+        """`event_ids` with their auth chain: walk the pending part here, the rest in SQL."""
+        chain = set(event_ids)
+        stack = [i for i in event_ids if i in self._pending]
+        stored_roots: set[str] = {i for i in event_ids if i not in self._pending}
+        while stack:
+            for auth_id in self._pending[stack.pop()].auth_event_ids:
+                if auth_id in chain:
+                    continue
+                chain.add(auth_id)
+                if auth_id in self._pending:
+                    stack.append(auth_id)
+                else:
+                    stored_roots.add(auth_id)
+        return chain | await self._stored.get_auth_chain_ids(stored_roots)
