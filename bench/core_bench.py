@@ -4,6 +4,7 @@ resolution of two forks of 1,000 conflicting state events, on SQLite and Postgre
 Run by hand: `python bench/core_bench.py [--events N] [--postgres DSN]`. Results go in
 bench/README.md; nothing here is a test.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,16 +22,17 @@ from signedjson.key import generate_signing_key
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from state_res_bench_data import build_fork_scenario  # noqa: E402
+
 from homeserver.core import build_core  # noqa: E402
 from homeserver.crypto.keys import ServerKeys  # noqa: E402
 from homeserver.handlers.room import RoomCreationRequest  # noqa: E402
+from homeserver.state.resolver import resolve_state  # noqa: E402
 from homeserver.storage import storage_on  # noqa: E402
 from homeserver.storage.database import Database  # noqa: E402
 from homeserver.storage.engines.postgres import PostgresDatabase  # noqa: E402
 from homeserver.storage.engines.sqlite import SqliteDatabase  # noqa: E402
 from homeserver.storage.stores.persist import EventContext  # noqa: E402
-from homeserver.state.resolver import resolve_state  # noqa: E402
-from state_res_bench_data import build_fork_scenario  # noqa: E402
 
 ALICE = "@alice:bench.local"
 
@@ -41,12 +43,17 @@ async def bench_persist(db: Database, n_events: int, concurrency: int) -> float:
     room_id = await core.rooms.create_room(RoomCreationRequest(ALICE, preset="public_chat"))
     # Warm up caches and connections.
     for i in range(20):
-        await core.events.send_event(room_id, "m.room.message", ALICE, {"msgtype": "m.text", "body": f"w{i}"})
+        await core.events.send_event(
+            room_id, "m.room.message", ALICE, {"msgtype": "m.text", "body": f"w{i}"}
+        )
 
     async def sender(worker: int, count: int) -> None:
         for i in range(count):
             await core.events.send_event(
-                room_id, "m.room.message", ALICE, {"msgtype": "m.text", "body": f"message {worker}/{i}"}
+                room_id,
+                "m.room.message",
+                ALICE,
+                {"msgtype": "m.text", "body": f"message {worker}/{i}"},
             )
 
     start = time.perf_counter()
@@ -56,7 +63,9 @@ async def bench_persist(db: Database, n_events: int, concurrency: int) -> float:
     return per * concurrency / elapsed
 
 
-async def bench_state_res(db: Database, room_version: str, changes: int, runs: int) -> tuple[float, float]:
+async def bench_state_res(
+    db: Database, room_version: str, changes: int, runs: int
+) -> tuple[float, float]:
     """Resolve two forks of `changes` conflicting state events each, reading the events from
     the database: (cold ms, median warm ms). Cold is a fresh store whose event cache is empty."""
     rv, state_sets, events = build_fork_scenario(room_version, changes_per_fork=changes)
@@ -64,7 +73,9 @@ async def bench_state_res(db: Database, room_version: str, changes: int, runs: i
     core = build_core(storage, "bench.example", ServerKeys(generate_signing_key("a_bnch")))
     room_id = events[0].room_id
     # Stored as outliers: the bench is about resolution, not about how the events arrived.
-    await core.persister.persist_events(room_id, [(e, EventContext()) for e in events], backfilled=True)
+    await core.persister.persist_events(
+        room_id, [(e, EventContext()) for e in events], backfilled=True
+    )
     if db.dialect == "postgres":
         # A live database has planner statistics (autovacuum analyses it); a table filled a
         # moment ago has none yet, which makes the auth chain query pick sequential scans.
@@ -109,19 +120,26 @@ async def main() -> None:
     parser.add_argument("--events", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 20])
     parser.add_argument("--conflicts", type=int, default=1000, help="state changes per fork")
-    parser.add_argument("--postgres", default=os.environ.get("HS_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"))
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("HS_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"),
+    )
     args = parser.parse_args()
     engines = [("sqlite", with_sqlite), ("postgres", lambda *a: with_postgres(args.postgres, *a))]
     for name, run in engines:
         for concurrency in args.concurrency:
             rate = await run(bench_persist, args.events, concurrency)
-            print(f"persist    {name:8}  {rate:8.0f} events/s  "
-                  f"({args.events} messages into one room, {concurrency} concurrent senders)")
+            print(
+                f"persist    {name:8}  {rate:8.0f} events/s  "
+                f"({args.events} messages into one room, {concurrency} concurrent senders)"
+            )
     for name, run in engines:
         for version in ("11", "12"):
             cold, warm = await run(bench_state_res, version, args.conflicts, 10)
-            print(f"state res  {name:8}  v{version}: {cold:6.1f} ms cold, {warm:6.1f} ms warm "
-                  f"(2 forks x {args.conflicts} conflicting state events)")
+            print(
+                f"state res  {name:8}  v{version}: {cold:6.1f} ms cold, {warm:6.1f} ms warm "
+                f"(2 forks x {args.conflicts} conflicting state events)"
+            )
 
 
 if __name__ == "__main__":

@@ -110,7 +110,7 @@ def generate_config(server_name: str, config_path: Path, data_dir: Path | None) 
             key_message = f"kept the existing signing key {key_path}"
         else:
             key = generate_key_file(key_path)
-            key_message = f"generated signing key {key_path} (ed25519:{key.version})"  # type: ignore[attr-defined]
+            key_message = f"generated signing key {key_path} (ed25519:{key.version})"
         config_dir.mkdir(parents=True, exist_ok=True)
         # O_EXCL: never overwrite, even if the file appeared since the check above. 0600: the
         # file may later hold database passwords and the registration secret.

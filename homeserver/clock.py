@@ -1,4 +1,5 @@
 """Time as the rest of the server sees it, so tests can pin it."""
+
 from __future__ import annotations
 
 import time

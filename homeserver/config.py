@@ -18,6 +18,8 @@ from urllib.parse import quote
 import yaml
 from unpaddedbase64 import decode_base64
 
+from homeserver import identifiers
+
 RESOURCES = ("client", "federation", "media")
 ENGINES = ("sqlite", "postgres")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -137,20 +139,18 @@ def default_config(data_dir: Path = DEFAULT_DATA_DIR, server_name: str = "localh
 
 # --- validation helpers -------------------------------------------------------------------------
 
-# Spec appendix "Server Name": hostname [":" port], hostname = IPv4 / "[" IPv6 "]" / dns-name.
-# The IPv4 form is a subset of dns-name's character set, so two alternatives cover all three.
-_SERVER_NAME_RE = re.compile(r"^(?:\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9.-]{1,255})(?::(\d{1,5}))?$")
+_PORT_SUFFIX_RE = re.compile(r":([0-9]{1,5})\Z")  # after an IPv6 literal's `]` too
 _KEY_ID_RE = re.compile(r"^ed25519:[A-Za-z0-9_]+$")
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
 
 def is_valid_server_name(name: str) -> bool:
-    m = _SERVER_NAME_RE.match(name)
-    if m is None:
+    """The spec's grammar, and for our own name also a port a socket can have."""
+    if not identifiers.is_valid_server_name(name):
         return False
-    port = m.group(1)
-    return port is None or 1 <= int(port) <= 65535
+    port = _PORT_SUFFIX_RE.search(name)
+    return port is None or 1 <= int(port.group(1)) <= 65535
 
 
 def parse_size(value: int | str) -> int:
@@ -254,7 +254,7 @@ class _Section:
         return default if value is None else value
 
     def section(self, name: str) -> _Section:
-        raw = self.get(name, _MAPPING, {}, optional=True)
+        raw: dict[str, Any] = self.get(name, _MAPPING, {}, optional=True)
         return _Section(raw, self.key(name), self.problems, self.base)
 
     def finish(self) -> None:

@@ -1,5 +1,6 @@
 """The domain handlers wired together over one Storage; app.py adds the transports on top.
 Tests and benchmarks build this directly, without HTTP."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

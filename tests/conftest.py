@@ -3,13 +3,14 @@
 PostgreSQL and Redis tests skip with a reason when the server is unreachable, unless
 HS_TEST_REQUIRE_SERVICES=1 (as .ci/run sets), where they fail instead.
 """
+
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
+import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import asyncpg
 import pytest
@@ -17,14 +18,16 @@ from signedjson.key import generate_signing_key
 
 from homeserver.core import Core, build_core
 from homeserver.crypto.keys import ServerKeys
-from homeserver.storage import Storage
+from homeserver.storage import Storage, storage_on
 from homeserver.storage.database import Database
 from homeserver.storage.engines.postgres import PostgresDatabase
 from homeserver.storage.engines.sqlite import SqliteDatabase
-from homeserver.storage import storage_on
 
 POSTGRES_DSN = os.environ.get("HS_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 REQUIRE_SERVICES = os.environ.get("HS_TEST_REQUIRE_SERVICES") == "1"
+
+# What a failing statement raises, on either engine.
+DATABASE_ERRORS = (sqlite3.Error, asyncpg.PostgresError)
 
 _pg_reachable: bool | None = None
 
@@ -36,7 +39,7 @@ async def _postgres_reachable() -> bool:
             conn = await asyncpg.connect(POSTGRES_DSN, timeout=5)
             await conn.close()
             _pg_reachable = True
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+        except (TimeoutError, OSError, asyncpg.PostgresError):
             _pg_reachable = False
     return _pg_reachable
 

@@ -9,11 +9,11 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from homeserver.auth_rules.ids import is_valid_user_id
 from homeserver.auth_rules.selection import CREATE_KEY, POWER_LEVELS_KEY
 from homeserver.errors import AuthError
 from homeserver.events.event import Event, StateKey
 from homeserver.events.room_versions import RoomVersion
+from homeserver.identifiers import is_valid_user_id
 
 # The integer-valued top-level properties and their defaults when absent (S2S "Definitions";
 # client-server-api m.room.power_levels).

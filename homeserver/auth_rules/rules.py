@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from homeserver.auth_rules.ids import domain_of, is_valid_user_id
 from homeserver.auth_rules.membership import check_membership, membership_of
 from homeserver.auth_rules.power_levels import PowerLevels, check_power_levels_event
 from homeserver.auth_rules.selection import CREATE_KEY, POWER_LEVELS_KEY
@@ -27,6 +26,7 @@ from homeserver.events.event import (
     room_id_for_create_event_id,
 )
 from homeserver.events.room_versions import KNOWN_ROOM_VERSIONS
+from homeserver.identifiers import domain_of, is_valid_user_id
 
 
 def check_auth_rules(event: Event, auth_state: Mapping[StateKey, Event]) -> None:

@@ -15,7 +15,7 @@ from signedjson.key import (
     generate_signing_key,
     get_verify_key,
 )
-from nacl.signing import SigningKey, VerifyKey
+from signedjson.types import SigningKey, VerifyKey
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class ServerKeys:
 
     @property
     def key_id(self) -> str:
-        return f"{self.signing_key.alg}:{self.signing_key.version}"  # type: ignore[attr-defined]
+        return f"{self.signing_key.alg}:{self.signing_key.version}"
 
     @property
     def verify_key_base64(self) -> str:
@@ -69,7 +69,7 @@ def parse_key_file(text: str) -> list[SigningKey]:
 
 def format_key_file(keys: list[SigningKey]) -> str:
     return "".join(
-        f"{k.alg} {k.version} {encode_signing_key_base64(k)}\n" for k in keys  # type: ignore[attr-defined]
+        f"{k.alg} {k.version} {encode_signing_key_base64(k)}\n" for k in keys
     )
 
 
@@ -89,7 +89,7 @@ def load_or_create_server_keys(path: Path, old_keys_expired_ts: int = 0) -> Serv
         generate_key_file(path)
     keys = parse_key_file(path.read_text())
     old = {
-        f"{k.alg}:{k.version}": OldVerifyKey(get_verify_key(k), old_keys_expired_ts)  # type: ignore[attr-defined]
+        f"{k.alg}:{k.version}": OldVerifyKey(get_verify_key(k), old_keys_expired_ts)
         for k in keys[1:]
     }
     return ServerKeys(signing_key=keys[0], old_verify_keys=old)

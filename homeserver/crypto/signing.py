@@ -4,10 +4,11 @@ Event signatures cover the redacted event, so a redacted copy still verifies.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
-from nacl.signing import SigningKey, VerifyKey
 from signedjson.sign import SignatureVerifyException, sign_json, verify_signed_json
+from signedjson.types import SigningKey, VerifyKey
 
 from homeserver.events.event import add_content_hash
 from homeserver.events.redaction import prune_event_dict
@@ -19,8 +20,8 @@ def compute_event_signature(
 ) -> dict[str, dict[str, str]]:
     redacted = prune_event_dict(room_version, pdu)
     redacted.pop("signatures", None)
-    signed = sign_json(redacted, server_name, key)
-    return signed["signatures"]
+    signatures: dict[str, dict[str, str]] = sign_json(redacted, server_name, key)["signatures"]
+    return signatures
 
 
 def hash_and_sign_event(

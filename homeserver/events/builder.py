@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
-from nacl.signing import SigningKey
-
-from homeserver.crypto.signing import hash_and_sign_event
+from signedjson.types import SigningKey
 from unpaddedbase64 import encode_base64
 
+from homeserver.crypto.signing import hash_and_sign_event
 from homeserver.events.event import CREATE, Event, reference_hash
 from homeserver.events.room_versions import EventFormat, RoomVersion
 

@@ -5,7 +5,8 @@ event IDs (S2S "Calculating the reference hash", "Calculating the content hash";
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from canonicaljson import encode_canonical_json
 from unpaddedbase64 import decode_base64, encode_base64
@@ -98,7 +99,7 @@ class Event:
 
     @property
     def type(self) -> str:
-        return self.pdu["type"]
+        return str(self.pdu["type"])
 
     @property
     def room_id(self) -> str:
@@ -106,7 +107,7 @@ class Event:
 
     @property
     def sender(self) -> str:
-        return self.pdu["sender"]
+        return str(self.pdu["sender"])
 
     @property
     def state_key(self) -> str | None:
@@ -131,11 +132,13 @@ class Event:
 
     @property
     def depth(self) -> int:
-        return self.pdu.get("depth", 0)
+        value = self.pdu.get("depth")
+        return value if isinstance(value, int) else 0
 
     @property
     def origin_server_ts(self) -> int:
-        return self.pdu.get("origin_server_ts", 0)
+        value = self.pdu.get("origin_server_ts")
+        return value if isinstance(value, int) else 0
 
     @property
     def prev_event_ids(self) -> tuple[str, ...]:
@@ -167,8 +170,9 @@ class Event:
     def get(self, key: str, default: Any = None) -> Any:
         return self.pdu.get(key, default)
 
-    def redacted(self) -> "Event":
-        return Event(prune_event_dict(self.room_version, self.pdu), self.room_version, self.event_id)
+    def redacted(self) -> Event:
+        pruned = prune_event_dict(self.room_version, self.pdu)
+        return Event(pruned, self.room_version, self.event_id)
 
     def __repr__(self) -> str:
         return f"<Event {self.event_id} {self.pdu.get('type')} {self.pdu.get('state_key')!r}>"

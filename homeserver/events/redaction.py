@@ -1,11 +1,12 @@
-"""The redaction algorithm per room version (rooms/fragments/v1-redactions.md ... v11-redactions.md).
+"""The redaction algorithm per room version (rooms/fragments/v1-redactions.md to v11-redactions).
 
 Redaction is also the first step of reference hashes and event signatures, so it must be
 byte-exact with every other server.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from homeserver.events.room_versions import RedactionRules, RoomVersion
 

@@ -12,7 +12,8 @@ from typing import Any
 from canonicaljson import encode_canonical_json
 
 from homeserver.errors import InvalidEvent, TooLarge
-from homeserver.events.room_versions import EventFormat, RedactionRules, RoomVersion
+from homeserver.events.room_versions import EventFormat, RoomVersion
+from homeserver.identifiers import SERVER_NAME_PATTERN, is_valid_user_id
 
 # C-S "Size limits": the complete event, in the federation format with its signatures, as
 # Canonical JSON.
@@ -33,17 +34,10 @@ MAX_DEPTH = 2**63 - 1
 # pdu_base `origin_server_ts` is an int64.
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
-# appendices "Server Name": hostname [":" port] with hostname an IPv4 literal, a bracketed IPv6
-# literal or a dns-name (1*255 of DIGIT / ALPHA / "-" / "."); IPv4 literals match dns-name.
-_SERVER_NAME = r"(?:\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9.\-]{1,255})(?::[0-9]{1,5})?"
-_SERVER_NAME_RE = re.compile(_SERVER_NAME + r"\Z")
-# appendices "Historical User IDs": servers must accept any localpart of non-surrogate code
-# points but `:` and NUL, including the empty one. Surrogates fail the Canonical JSON walk.
-_USER_ID_RE = re.compile(r"@[^:\x00]*:" + _SERVER_NAME + r"\Z")
 # appendices "Room IDs" with a domain (room versions 1 to 11).
-_ROOM_ID_WITH_DOMAIN_RE = re.compile(r"![^:\x00]*:" + _SERVER_NAME + r"\Z")
+_ROOM_ID_WITH_DOMAIN_RE = re.compile(r"![^:\x00]*:" + SERVER_NAME_PATTERN + r"\Z")
 # Room versions 1 and 2 ("v1-event-ids"): $opaque_id:domain.
-_EVENT_ID_WITH_DOMAIN_RE = re.compile(r"\$[^:\x00]*:" + _SERVER_NAME + r"\Z")
+_EVENT_ID_WITH_DOMAIN_RE = re.compile(r"\$[^:\x00]*:" + SERVER_NAME_PATTERN + r"\Z")
 # v3: reference hash in standard unpadded base64; v4+: URL-safe (a sha256 is 43 characters).
 _EVENT_ID_V3_RE = re.compile(r"\$[A-Za-z0-9+/]{43}\Z")
 _EVENT_ID_V4_RE = re.compile(r"\$[A-Za-z0-9_\-]{43}\Z")
@@ -68,19 +62,6 @@ class PduFieldTooLarge(TooLarge):
 
 # ---------------------------------------------------------------------------------------------
 # Identifier grammars
-
-
-def is_valid_server_name(value: object) -> bool:
-    return isinstance(value, str) and _SERVER_NAME_RE.match(value) is not None
-
-
-def is_valid_user_id(value: object) -> bool:
-    """A user ID as servers must accept it in events (historical localparts included)."""
-    return (
-        isinstance(value, str)
-        and len(value.encode("utf-8", "surrogatepass")) <= MAX_FIELD_BYTES
-        and _USER_ID_RE.match(value) is not None
-    )
 
 
 def is_valid_room_id(room_version: RoomVersion, value: object) -> bool:
@@ -282,7 +263,7 @@ def _check_fields(rv: RoomVersion, pdu: Mapping[str, Any]) -> None:
     # sender: a user ID (appendices "User Identifiers"; historical localparts accepted).
     sender = _required(pdu, "sender", str, "a string")
     _check_length(rv, "sender", sender)
-    if _USER_ID_RE.match(sender) is None:
+    if not is_valid_user_id(sender):
         raise InvalidEvent(f"'sender' is not a valid user ID: {_short(sender)}")
 
     # room_id: v12 create events have none (the room ID is derived from their event ID);

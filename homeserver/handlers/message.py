@@ -1,10 +1,12 @@
 """EventCreationHandler: build, auth-check, sign and persist a local event (ARCHITECTURE §4
 step 3): prev_events from the forward extremities, auth_events by the selection algorithm,
 depth one past the deepest prev event."""
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from homeserver.auth_rules import auth_types_for_event, check_auth_rules
 from homeserver.clock import Clock
@@ -60,8 +62,13 @@ class EventCreationHandler:
         if room_version is None:
             raise NotFound(f"Unknown room {room_id}")
         builder = EventBuilder(
-            room_version, event_type, sender, dict(content), room_id=room_id,
-            state_key=state_key, redacts=redacts,
+            room_version,
+            event_type,
+            sender,
+            dict(content),
+            room_id=room_id,
+            state_key=state_key,
+            redacts=redacts,
         )
         for _attempt in range(3):
             async with self.persister.room_locks.lock(room_id):
@@ -111,6 +118,7 @@ class EventCreationHandler:
     def _auth_event_ids(
         rv: RoomVersion, builder: EventBuilder, state: Mapping[StateKey, str]
     ) -> list[str]:
-        wanted = auth_types_for_event(rv, builder.type, builder.sender, builder.state_key, builder.content)
+        wanted = auth_types_for_event(
+            rv, builder.type, builder.sender, builder.state_key, builder.content
+        )
         return sorted(state[k] for k in wanted if k in state)
-

@@ -9,21 +9,21 @@ share the commit cost. A sender's call returns only once its event has committed
 Events from elsewhere (federation) are persisted directly, after the local queue has drained,
 and reset the tip.
 """
+
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections import defaultdict
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import AsyncIterator, Sequence
 
 from homeserver.events.event import MEMBER, Event, StateKey
 from homeserver.events.room_versions import RoomVersion
 from homeserver.handlers.state import StateHandler
 from homeserver.notifier.local import LocalNotifier
 from homeserver.storage import Storage
-from homeserver.storage.stores.state import FrozenStateMap
 from homeserver.storage.stores.persist import (
     CurrentStateDelta,
     EventContext,
@@ -31,6 +31,7 @@ from homeserver.storage.stores.persist import (
     PersistedEvent,
     current_state_delta,
 )
+from homeserver.storage.stores.state import FrozenStateMap
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +116,9 @@ class EventPersister:
                 extremities = sorted(extremities, key=lambda e: metas[e].depth if e in metas else 0)
                 extremities = extremities[-MAX_PREV_EVENTS:]
             extremities.sort()
-            context = await self.state.context_for_new_event(room_id, room_version, extremities, metas)
+            context = await self.state.context_for_new_event(
+                room_id, room_version, extremities, metas
+            )
             depth = max((metas[e].depth for e in extremities if e in metas), default=0)
             return NextEvent(extremities, depth + 1, context, self._generation)
         context = EventContext(state_before=tip.state, state_group_before=tip.state_group)
@@ -135,7 +138,10 @@ class EventPersister:
         ctx = next_event.context
         assert ctx.state_group_after is not None and ctx.state_after is not None
         self._tips[room_id] = _Tip(
-            [event.event_id], event.depth, ctx.state_group_after, ctx.state_after,
+            [event.event_id],
+            event.depth,
+            ctx.state_group_after,
+            ctx.state_after,
             next_event.generation,
         )
         done: asyncio.Future[PersistedEvent] = asyncio.get_running_loop().create_future()
@@ -172,7 +178,7 @@ class EventPersister:
                             q.done.set_exception(e)
                     continue
                 self._notify(persisted)
-                for q, p in zip(batch, persisted):
+                for q, p in zip(batch, persisted, strict=True):
                     if not q.done.done():
                         q.done.set_result(p)
         finally:
@@ -205,8 +211,11 @@ class EventPersister:
                 extremities, delta = await self._new_extremities_and_state(room_id, items)
             try:
                 persisted = await self.storage.persist.persist_events(
-                    room_id, items, backfilled=backfilled,
-                    forward_extremities=extremities, current_state_delta=delta,
+                    room_id,
+                    items,
+                    backfilled=backfilled,
+                    forward_extremities=extremities,
+                    current_state_delta=delta,
                 )
             finally:
                 if extremities is not None:
@@ -219,7 +228,8 @@ class EventPersister:
         self, room_id: str, items: Sequence[tuple[Event, EventContext]]
     ) -> tuple[ExtremitiesChange | None, CurrentStateDelta | None]:
         candidates = [
-            (e, ctx) for e, ctx in items
+            (e, ctx)
+            for e, ctx in items
             if not ctx.outlier and not ctx.soft_failed and ctx.rejected_reason is None
         ]
         if not candidates:

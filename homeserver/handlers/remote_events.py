@@ -1,10 +1,11 @@
 """RemoteEventHandler: authorising and persisting events that came from other servers, with the
 S2S "Checks performed on receipt of a PDU" that need no network (steps 3 to 6). Signature
 checks (step 2) and fetching missing events are federation's, before it calls in here."""
+
 from __future__ import annotations
 
 import logging
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from homeserver.auth_rules import check_auth_events_list, check_auth_rules
 from homeserver.errors import AuthError
@@ -144,4 +145,3 @@ def _topological(events: Sequence[Event]) -> list[Event]:
                 if auth_id in by_id and auth_id not in seen:
                     stack.append((by_id[auth_id], False))
     return order
-

@@ -1,15 +1,17 @@
 """RoomCreationHandler: a new room's initial state from a preset, in the order the
 Client-Server API gives for /createRoom (create, creator's join, power levels, aliases, preset
 state, initial_state, name, topic)."""
+
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from homeserver.errors import InvalidParam
 from homeserver.events.builder import EventBuilder
-from homeserver.events.event import CREATE, JOIN_RULES, MEMBER, POWER_LEVELS, HISTORY_VISIBILITY
+from homeserver.events.event import CREATE, HISTORY_VISIBILITY, JOIN_RULES, MEMBER, POWER_LEVELS
 from homeserver.events.room_versions import DEFAULT_ROOM_VERSION, RoomVersion
 from homeserver.handlers.message import EventCreationHandler
 
@@ -17,9 +19,21 @@ PRESETS = ("private_chat", "trusted_private_chat", "public_chat")
 
 # C-S API "Creation": the state each preset implies.
 _PRESET_STATE: dict[str, dict[str, str]] = {
-    "private_chat": {"join_rule": "invite", "history_visibility": "shared", "guest_access": "can_join"},
-    "trusted_private_chat": {"join_rule": "invite", "history_visibility": "shared", "guest_access": "can_join"},
-    "public_chat": {"join_rule": "public", "history_visibility": "shared", "guest_access": "forbidden"},
+    "private_chat": {
+        "join_rule": "invite",
+        "history_visibility": "shared",
+        "guest_access": "can_join",
+    },
+    "trusted_private_chat": {
+        "join_rule": "invite",
+        "history_visibility": "shared",
+        "guest_access": "can_join",
+    },
+    "public_chat": {
+        "join_rule": "public",
+        "history_visibility": "shared",
+        "guest_access": "forbidden",
+    },
 }
 
 
@@ -85,9 +99,15 @@ class RoomCreationHandler:
         create_content["room_version"] = rv.identifier
         if not rv.implicit_room_creator:
             create_content["creator"] = creator
-        if rv.privileged_creators and request.preset == "trusted_private_chat" and request.trusted_users:
+        if (
+            rv.privileged_creators
+            and request.preset == "trusted_private_chat"
+            and request.trusted_users
+        ):
             create_content["additional_creators"] = list(request.trusted_users)
-        room_id = None if rv.room_id_from_create_event else f"!{secrets.token_urlsafe(18)}:{server_name}"
+        room_id = (
+            None if rv.room_id_from_create_event else f"!{secrets.token_urlsafe(18)}:{server_name}"
+        )
         create = await self.events.create_room_event(
             EventBuilder(rv, CREATE, creator, create_content, room_id=room_id, state_key="")
         )

@@ -1,9 +1,10 @@
 """Room state around events: the state before a new event from its prev_events (resolving
 forks), and the state at any stored event (rooms/v2.md: S(E) is the resolution of S'(prev))."""
+
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping, Sequence
 from types import MappingProxyType
-from typing import Collection, Mapping, Sequence
 
 from homeserver.errors import NotFound
 from homeserver.events.event import Event, StateKey, StateMap
@@ -32,7 +33,9 @@ class StateHandler:
 
     async def _state_of(self, event_id: str, *, after: bool) -> FrozenStateMap:
         meta = (await self.storage.events.get_event_metas([event_id])).get(event_id)
-        group = None if meta is None else (meta.state_group_after if after else meta.state_group_before)
+        group = (
+            None if meta is None else (meta.state_group_after if after else meta.state_group_before)
+        )
         if group is None:
             raise NotFound(f"No state known at event {event_id}")
         return await self.storage.state.get_state(group)
@@ -76,7 +79,9 @@ class StateHandler:
             )
         else:
             group = await self.storage.state.new_group(room_id, MappingProxyType(dict(state)))
-        return EventContext(state_before=group.state, state_group_before=group.id, new_groups=[group])
+        return EventContext(
+            state_before=group.state, state_group_before=group.id, new_groups=[group]
+        )
 
     async def finish_context(self, event: Event, context: EventContext) -> None:
         """Fill in the state after the event, once its rejection is decided: a state event
@@ -91,7 +96,10 @@ class StateHandler:
         after = dict(context.state_before)
         after[key] = event.event_id
         group = await self.storage.state.new_group(
-            event.room_id, MappingProxyType(after), context.state_group_before, {key: event.event_id}
+            event.room_id,
+            MappingProxyType(after),
+            context.state_group_before,
+            {key: event.event_id},
         )
         context.new_groups.append(group)
         context.state_group_after = group.id
@@ -131,13 +139,17 @@ class PendingEventsOverlay:
 
     async def get_rejected_event_ids(self, event_ids: Collection[str]) -> set[str]:
         stored = [i for i in event_ids if i not in self._pending]
-        return {i for i in event_ids if i in self._rejected} | await self._stored.get_rejected_event_ids(stored)
+        return {
+            i for i in event_ids if i in self._rejected
+        } | await self._stored.get_rejected_event_ids(stored)
 
-    async def get_auth_chain_difference(self, room_id: str, state_sets: Sequence[set[str]]) -> set[str]:
+    async def get_auth_chain_difference(
+        self, room_id: str, state_sets: Sequence[set[str]]
+    ) -> set[str]:
         chains = [await self._chain(s) for s in state_sets]
         if not chains:
             return set()
-        return set().union(*chains) - set.intersection(*chains)
+        return set().union(*chains) - chains[0].intersection(*chains[1:])
 
     async def _chain(self, event_ids: set[str]) -> set[str]:
         """`event_ids` with their auth chain: walk the pending part here, the rest in SQL."""

@@ -4,15 +4,16 @@ It carries positions, never data. A listener subscribes (to its user and the roo
 before it reads the store, so an event persisted between the read and the wait still wakes it.
 Only listeners of the event's room or of a named user are woken; others keep sleeping.
 """
+
 from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from typing import Iterable
+from collections.abc import Iterable
 
 
 class Listener:
-    def __init__(self, notifier: "LocalNotifier", user_id: str, room_ids: frozenset[str]) -> None:
+    def __init__(self, notifier: LocalNotifier, user_id: str, room_ids: frozenset[str]) -> None:
         self._notifier = notifier
         self.user_id = user_id
         self.room_ids = room_ids
@@ -28,13 +29,13 @@ class Listener:
         try:
             await asyncio.wait_for(self._event.wait(), timeout_s)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
 
     def close(self) -> None:
         self._notifier._remove(self)
 
-    def __enter__(self) -> "Listener":
+    def __enter__(self) -> Listener:
         return self
 
     def __exit__(self, *_exc: object) -> None:

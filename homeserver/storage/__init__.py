@@ -1,4 +1,5 @@
 """Storage: one facade over small stores, on SQLite or PostgreSQL. See README.md here."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -3,12 +3,14 @@
 SQL is written once in asyncpg's `$n` placeholder style; the SQLite engine rewrites it. A
 dialect difference is an explicit branch on `Database.dialect`, so it can be found with grep.
 """
+
 from __future__ import annotations
 
 import abc
 import json
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Callable, Collection, Sequence
+from typing import Any
 
 Row = Any  # sqlite3.Row or asyncpg.Record: both index by position and by column name.
 

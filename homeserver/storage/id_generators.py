@@ -6,11 +6,12 @@ Positions are handed out in order, but transactions may commit out of order on P
 never skips an event that commits later with a lower position. One process allocates a given
 stream (the event persister); other processes learn positions through the notifier.
 """
+
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 
 class StreamIdGenerator:

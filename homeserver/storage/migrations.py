@@ -4,6 +4,7 @@ Files are `schema/NNNN_name.sql`, shared by both engines, or `NNNN_name.sql.sqli
 `NNNN_name.sql.postgres` where one engine needs its own text. A released file is never edited;
 the server refuses to run on a schema newer than the newest file it knows.
 """
+
 from __future__ import annotations
 
 import re
@@ -48,7 +49,9 @@ async def apply_migrations(db: Database) -> int:
     if db.dialect == "postgres":
         async with db.transaction() as txn:
             await txn.execute("SELECT pg_advisory_xact_lock($1)", _PG_MIGRATION_LOCK)
-            await txn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            await txn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
+            )
             current = await txn.fetchval("SELECT MAX(version) FROM schema_version") or 0
             _refuse_newer(current, newest)
             for m in known:
@@ -64,7 +67,8 @@ async def apply_migrations(db: Database) -> int:
         if m.version > current:
             # executescript runs outside our transactions; wrap each file so it lands whole.
             await db.execute_script(
-                f"BEGIN;\n{m.sql}\nINSERT INTO schema_version (version) VALUES ({m.version});\nCOMMIT;"
+                f"BEGIN;\n{m.sql}\n"
+                f"INSERT INTO schema_version (version) VALUES ({m.version});\nCOMMIT;"
             )
     return max(current, newest)
 

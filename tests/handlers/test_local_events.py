@@ -1,4 +1,5 @@
 """Creating rooms and sending local events through the handlers, on both databases."""
+
 from __future__ import annotations
 
 import asyncio
@@ -17,8 +18,16 @@ BOB = "@bob:test.local"
 
 
 async def table_counts(core: Core) -> dict[str, int]:
-    tables = ("events", "event_edges", "event_auth", "state_groups", "state_group_entries",
-              "current_state_events", "room_memberships", "current_state_delta_stream")
+    tables = (
+        "events",
+        "event_edges",
+        "event_auth",
+        "state_groups",
+        "state_group_entries",
+        "current_state_events",
+        "room_memberships",
+        "current_state_delta_stream",
+    )
     return {t: await core.storage.db.fetchval(f"SELECT COUNT(*) FROM {t}") for t in tables}
 
 
@@ -31,8 +40,13 @@ async def test_create_room_in_every_version(core: Core, version: str) -> None:
     store = core.storage
     state = await store.rooms.get_current_state_ids(room_id)
     assert set(state) == {
-        (CREATE, ""), (MEMBER, ALICE), (POWER_LEVELS, ""), ("m.room.join_rules", ""),
-        ("m.room.history_visibility", ""), ("m.room.guest_access", ""), ("m.room.name", ""),
+        (CREATE, ""),
+        (MEMBER, ALICE),
+        (POWER_LEVELS, ""),
+        ("m.room.join_rules", ""),
+        ("m.room.history_visibility", ""),
+        ("m.room.guest_access", ""),
+        ("m.room.name", ""),
         ("m.room.topic", ""),
     }
     events = await store.events.get_events(state.values())
@@ -53,7 +67,9 @@ async def test_create_room_in_every_version(core: Core, version: str) -> None:
     assert await store.events.get_forward_extremities(room_id) == [topic_id]
     assert dict(await core.state.get_state_after(topic_id)) == state
     before = dict(await core.state.get_state_before(topic_id))
-    assert ("m.room.topic", "") not in before and before[("m.room.name", "")] == state[("m.room.name", "")]
+    assert ("m.room.topic", "") not in before and before[("m.room.name", "")] == state[
+        ("m.room.name", "")
+    ]
 
     # Auth events follow the selection algorithm; v12 never cites the create event.
     topic = events[topic_id]
@@ -66,13 +82,19 @@ async def test_create_room_in_every_version(core: Core, version: str) -> None:
 async def test_messages_take_increasing_stream_positions_and_keep_state(core: Core) -> None:
     room_id = await core.rooms.create_room(RoomCreationRequest(ALICE))
     state = await core.storage.rooms.get_current_state_ids(room_id)
-    first = await core.events.send_event(room_id, "m.room.message", ALICE, {"msgtype": "m.text", "body": "1"})
-    second = await core.events.send_event(room_id, "m.room.message", ALICE, {"msgtype": "m.text", "body": "2"})
+    first = await core.events.send_event(
+        room_id, "m.room.message", ALICE, {"msgtype": "m.text", "body": "1"}
+    )
+    second = await core.events.send_event(
+        room_id, "m.room.message", ALICE, {"msgtype": "m.text", "body": "2"}
+    )
     assert 0 < first.stream_ordering < second.stream_ordering == core.storage.stream_ids.current
     assert await core.storage.rooms.get_current_state_ids(room_id) == state
     assert dict(await core.state.get_state_before(second.event.event_id)) == state
     assert second.event.prev_event_ids == (first.event.event_id,)
-    stream = await core.storage.events.get_stream_events(room_id, first.stream_ordering - 1, second.stream_ordering, 10)
+    stream = await core.storage.events.get_stream_events(
+        room_id, first.stream_ordering - 1, second.stream_ordering, 10
+    )
     assert [e.event_id for e in stream] == [first.event.event_id, second.event.event_id]
     chain = await core.storage.events.get_auth_chain_ids([second.event.event_id])
     chain_types = {e.type for e in (await core.storage.events.get_events(chain)).values()}
@@ -112,9 +134,17 @@ async def test_membership_changes_update_the_index(core: Core) -> None:
 async def test_long_state_chains_are_cut_into_snapshots(core: Core) -> None:
     room_id = await core.rooms.create_room(RoomCreationRequest(ALICE))
     for i in range(MAX_DELTA_DEPTH + 30):
-        await core.events.send_event(room_id, "org.example.counter", ALICE, {"i": i}, state_key=str(i % 40))
-    assert await core.storage.db.fetchval("SELECT MAX(delta_depth) FROM state_groups") <= MAX_DELTA_DEPTH
-    assert await core.storage.db.fetchval("SELECT COUNT(*) FROM state_groups WHERE prev_group IS NULL") >= 2
+        await core.events.send_event(
+            room_id, "org.example.counter", ALICE, {"i": i}, state_key=str(i % 40)
+        )
+    assert (
+        await core.storage.db.fetchval("SELECT MAX(delta_depth) FROM state_groups")
+        <= MAX_DELTA_DEPTH
+    )
+    assert (
+        await core.storage.db.fetchval("SELECT COUNT(*) FROM state_groups WHERE prev_group IS NULL")
+        >= 2
+    )
     current = await core.storage.rooms.get_current_state_ids(room_id)
     # A fresh store (no caches) reads every group back to the same state.
     from homeserver.storage import storage_on

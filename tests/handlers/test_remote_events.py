@@ -1,4 +1,5 @@
 """Events from another server: forks and their resolution, rejection, soft failure, outliers."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -25,45 +26,74 @@ class RemoteServer:
         self.core, self.room_id, self.rv = core, room_id, rv
 
     async def build(
-        self, event_type: str, sender: str, content: dict[str, Any], *,
-        prev: list[str], auth_types: list[tuple[str, str]], state_key: str | None = None,
+        self,
+        event_type: str,
+        sender: str,
+        content: dict[str, Any],
+        *,
+        prev: list[str],
+        auth_types: list[tuple[str, str]],
+        state_key: str | None = None,
         state_at: str | None = None,
     ) -> Event:
         state = dict(await self.core.state.get_state_after(state_at or prev[0]))
         if self.rv.room_id_from_create_event:
             auth_types = [k for k in auth_types if k[0] != CREATE]
         depth = await self.core.storage.events.get_max_depth(prev) + 1
-        return EventBuilder(self.rv, event_type, sender, content, room_id=self.room_id,
-                            state_key=state_key).build(
-            prev_events=prev, auth_events=[state[k] for k in auth_types if k in state],
-            depth=depth, origin_server_ts=1_700_000_000_000 + depth, server_name="remote.test",
+        return EventBuilder(
+            self.rv, event_type, sender, content, room_id=self.room_id, state_key=state_key
+        ).build(
+            prev_events=prev,
+            auth_events=[state[k] for k in auth_types if k in state],
+            depth=depth,
+            origin_server_ts=1_700_000_000_000 + depth,
+            server_name="remote.test",
             signing_key=REMOTE_KEY,
         )
 
 
 async def public_room_with_bob(core: Core, version: str) -> tuple[str, RemoteServer, Event]:
     rv = KNOWN_ROOM_VERSIONS[version]
-    room_id = await core.rooms.create_room(RoomCreationRequest(ALICE, preset="public_chat", room_version=rv))
+    room_id = await core.rooms.create_room(
+        RoomCreationRequest(ALICE, preset="public_chat", room_version=rv)
+    )
     remote = RemoteServer(core, room_id, rv)
     head = await core.storage.events.get_forward_extremities(room_id)
-    join = await remote.build(MEMBER, BOB, {"membership": "join"}, prev=head, state_key=BOB,
-                              auth_types=[(CREATE, ""), (POWER_LEVELS, ""), (MEMBER, BOB), ("m.room.join_rules", "")])
+    join = await remote.build(
+        MEMBER,
+        BOB,
+        {"membership": "join"},
+        prev=head,
+        state_key=BOB,
+        auth_types=[(CREATE, ""), (POWER_LEVELS, ""), (MEMBER, BOB), ("m.room.join_rules", "")],
+    )
     persisted = await core.remote_events.persist_event(join)
     assert persisted.stream_ordering > 0
     return room_id, remote, join
 
 
 @pytest.mark.parametrize("version", ["1", "10", "12"])
-async def test_a_fork_is_resolved_and_merged_by_the_next_local_event(core: Core, version: str) -> None:
+async def test_a_fork_is_resolved_and_merged_by_the_next_local_event(
+    core: Core, version: str
+) -> None:
     room_id, remote, join = await public_room_with_bob(core, version)
     assert await core.storage.rooms.get_membership(room_id, BOB) == "join"
-    topic = await core.events.send_event(room_id, "m.room.topic", ALICE, {"topic": "ours"}, state_key="")
+    topic = await core.events.send_event(
+        room_id, "m.room.topic", ALICE, {"topic": "ours"}, state_key=""
+    )
     # Bob has not seen the topic yet: his message forks from his join.
-    message = await remote.build("m.room.message", BOB, {"body": "hi"}, prev=[join.event_id],
-                                 auth_types=[(CREATE, ""), (POWER_LEVELS, ""), (MEMBER, BOB)])
+    message = await remote.build(
+        "m.room.message",
+        BOB,
+        {"body": "hi"},
+        prev=[join.event_id],
+        auth_types=[(CREATE, ""), (POWER_LEVELS, ""), (MEMBER, BOB)],
+    )
     await core.remote_events.persist_event(message)
     store = core.storage
-    assert sorted(await store.events.get_forward_extremities(room_id)) == sorted([topic.event.event_id, message.event_id])
+    assert sorted(await store.events.get_forward_extremities(room_id)) == sorted(
+        [topic.event.event_id, message.event_id]
+    )
     current = await store.rooms.get_current_state_ids(room_id)
     assert current[("m.room.topic", "")] == topic.event.event_id
     merged = await core.events.send_event(room_id, "m.room.message", ALICE, {"body": "merge"})
@@ -77,16 +107,28 @@ async def test_unauthorised_remote_events_are_rejected(core: Core, version: str)
     room_id, remote, join = await public_room_with_bob(core, version)
     state_before = await core.storage.rooms.get_current_state_ids(room_id)
     # Carol never joined; Bob (power 0) may not change the power levels.
-    intruder = await remote.build("m.room.message", CAROL, {"body": "spam"}, prev=[join.event_id],
-                                  auth_types=[(CREATE, ""), (POWER_LEVELS, "")])
-    coup = await remote.build(POWER_LEVELS, BOB, {"users": {BOB: 100}}, prev=[join.event_id], state_key="",
-                              auth_types=[(CREATE, ""), (POWER_LEVELS, ""), (MEMBER, BOB)])
+    intruder = await remote.build(
+        "m.room.message",
+        CAROL,
+        {"body": "spam"},
+        prev=[join.event_id],
+        auth_types=[(CREATE, ""), (POWER_LEVELS, "")],
+    )
+    coup = await remote.build(
+        POWER_LEVELS,
+        BOB,
+        {"users": {BOB: 100}},
+        prev=[join.event_id],
+        state_key="",
+        auth_types=[(CREATE, ""), (POWER_LEVELS, ""), (MEMBER, BOB)],
+    )
     for event in (intruder, coup):
         await core.remote_events.persist_event(event)
     metas = await core.storage.events.get_event_metas([intruder.event_id, coup.event_id])
     assert metas[intruder.event_id].rejected_reason and metas[coup.event_id].rejected_reason
-    assert await core.storage.events.get_rejected_event_ids([intruder.event_id, coup.event_id, join.event_id]) == {
-        intruder.event_id, coup.event_id}
+    assert await core.storage.events.get_rejected_event_ids(
+        [intruder.event_id, coup.event_id, join.event_id]
+    ) == {intruder.event_id, coup.event_id}
     assert await core.storage.events.get_forward_extremities(room_id) == [join.event_id]
     assert await core.storage.rooms.get_current_state_ids(room_id) == state_before
 
@@ -94,8 +136,13 @@ async def test_unauthorised_remote_events_are_rejected(core: Core, version: str)
 async def test_events_passing_their_state_but_not_current_state_are_soft_failed(core: Core) -> None:
     room_id, remote, join = await public_room_with_bob(core, "12")
     await core.events.send_event(room_id, MEMBER, ALICE, {"membership": "ban"}, state_key=BOB)
-    late = await remote.build("m.room.message", BOB, {"body": "from before the ban"}, prev=[join.event_id],
-                              auth_types=[(POWER_LEVELS, ""), (MEMBER, BOB)])
+    late = await remote.build(
+        "m.room.message",
+        BOB,
+        {"body": "from before the ban"},
+        prev=[join.event_id],
+        auth_types=[(POWER_LEVELS, ""), (MEMBER, BOB)],
+    )
     await core.remote_events.persist_event(late)
     meta = (await core.storage.events.get_event_metas([late.event_id]))[late.event_id]
     assert meta.soft_failed and meta.rejected_reason is None
@@ -105,8 +152,13 @@ async def test_events_passing_their_state_but_not_current_state_are_soft_failed(
 
 async def test_a_tampered_event_is_processed_redacted(core: Core) -> None:
     room_id, remote, join = await public_room_with_bob(core, "11")
-    message = await remote.build("m.room.message", BOB, {"body": "original"}, prev=[join.event_id],
-                                 auth_types=[(CREATE, ""), (POWER_LEVELS, ""), (MEMBER, BOB)])
+    message = await remote.build(
+        "m.room.message",
+        BOB,
+        {"body": "original"},
+        prev=[join.event_id],
+        auth_types=[(CREATE, ""), (POWER_LEVELS, ""), (MEMBER, BOB)],
+    )
     message.pdu["content"]["body"] = "tampered"  # breaks the content hash, not the event ID
     await core.remote_events.persist_event(message)
     stored = await core.storage.events.get_event(message.event_id)
@@ -116,13 +168,27 @@ async def test_a_tampered_event_is_processed_redacted(core: Core) -> None:
 async def test_outliers_take_negative_positions_and_leave_the_timeline_alone(core: Core) -> None:
     room_id, remote, join = await public_room_with_bob(core, "10")
     extremities = await core.storage.events.get_forward_extremities(room_id)
-    profile = await remote.build(MEMBER, BOB, {"membership": "join", "displayname": "Bob"}, prev=[join.event_id],
-                                 state_key=BOB, auth_types=[(CREATE, ""), (POWER_LEVELS, ""), (MEMBER, BOB)])
-    bogus = await remote.build(MEMBER, CAROL, {"membership": "join"}, prev=[join.event_id], state_key=CAROL,
-                               auth_types=[(CREATE, ""), (POWER_LEVELS, "")])  # no join rules cited
+    profile = await remote.build(
+        MEMBER,
+        BOB,
+        {"membership": "join", "displayname": "Bob"},
+        prev=[join.event_id],
+        state_key=BOB,
+        auth_types=[(CREATE, ""), (POWER_LEVELS, ""), (MEMBER, BOB)],
+    )
+    bogus = await remote.build(
+        MEMBER,
+        CAROL,
+        {"membership": "join"},
+        prev=[join.event_id],
+        state_key=CAROL,
+        auth_types=[(CREATE, ""), (POWER_LEVELS, "")],
+    )  # no join rules cited
     persisted = await core.remote_events.persist_outliers(room_id, [profile, bogus])
     assert all(p.stream_ordering < 0 for p in persisted)
     assert await core.storage.events.get_forward_extremities(room_id) == extremities
-    assert await core.storage.events.get_rejected_event_ids([profile.event_id, bogus.event_id]) == {bogus.event_id}
+    assert await core.storage.events.get_rejected_event_ids([profile.event_id, bogus.event_id]) == {
+        bogus.event_id
+    }
     meta = (await core.storage.events.get_event_metas([profile.event_id]))[profile.event_id]
     assert meta.outlier and meta.state_group_before is None

@@ -1,8 +1,10 @@
 """PostgreSQL engine: an asyncpg pool; each transaction holds one pooled connection."""
+
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Sequence
+from typing import Any
 
 import asyncpg
 
@@ -24,7 +26,8 @@ class PostgresTxn(Txn):
             await self._conn.executemany(sql, rows)
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        return await self._conn.fetch(sql, *args)
+        rows: list[Row] = await self._conn.fetch(sql, *args)
+        return rows
 
 
 class PostgresDatabase(Database):
@@ -34,7 +37,7 @@ class PostgresDatabase(Database):
         self._pool = pool
 
     @classmethod
-    async def open(cls, dsn: str, min_size: int = 2, max_size: int = 10) -> "PostgresDatabase":
+    async def open(cls, dsn: str, min_size: int = 2, max_size: int = 10) -> PostgresDatabase:
         try:
             pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, timeout=10)
         except (OSError, asyncpg.PostgresError, TimeoutError) as e:
@@ -57,7 +60,8 @@ class PostgresDatabase(Database):
             await self._pool.executemany(sql, rows)
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        return await self._pool.fetch(sql, *args)
+        rows: list[Row] = await self._pool.fetch(sql, *args)
+        return rows
 
     async def execute_script(self, script: str) -> None:
         async with self._pool.acquire() as conn:

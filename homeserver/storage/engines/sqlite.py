@@ -2,16 +2,18 @@
 so no SQLite call ever blocks the event loop. Transactions are serialised by an asyncio lock,
 which is also what makes stream positions follow commit order on this engine.
 """
+
 from __future__ import annotations
 
 import asyncio
 import functools
 import re
 import sqlite3
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from homeserver.storage.database import Database, DatabaseUnavailable, Row, Txn, run_after_commit
 
@@ -66,15 +68,24 @@ class _Connection:
 
 
 def _fetch(sql: str, args: Sequence[Any]) -> Callable[[sqlite3.Connection], list[Row]]:
-    return lambda conn: conn.execute(_rewrite(sql), args).fetchall()
+    def run(conn: sqlite3.Connection) -> list[Row]:
+        return conn.execute(_rewrite(sql), args).fetchall()
+
+    return run
 
 
 def _execute(sql: str, args: Sequence[Any]) -> Callable[[sqlite3.Connection], None]:
-    return lambda conn: conn.execute(_rewrite(sql), args) and None
+    def run(conn: sqlite3.Connection) -> None:
+        conn.execute(_rewrite(sql), args)
+
+    return run
 
 
 def _executemany(sql: str, rows: Sequence[Sequence[Any]]) -> Callable[[sqlite3.Connection], None]:
-    return lambda conn: conn.executemany(_rewrite(sql), rows) and None
+    def run(conn: sqlite3.Connection) -> None:
+        conn.executemany(_rewrite(sql), rows)
+
+    return run
 
 
 class SqliteTxn(Txn):
@@ -105,11 +116,11 @@ class SqliteDatabase(Database):
         self._write_lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: Path) -> "SqliteDatabase":
+    async def open(cls, path: Path) -> SqliteDatabase:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             db = cls(path)
-            await db._writer.run(lambda conn: conn.execute("SELECT 1").fetchall())
+            await db._writer.run(_fetch("SELECT 1", ()))
         except (OSError, sqlite3.Error) as e:
             raise DatabaseUnavailable(f"cannot open SQLite database {path}: {e}") from None
         return db
@@ -118,13 +129,13 @@ class SqliteDatabase(Database):
     async def transaction(self) -> AsyncIterator[Txn]:
         async with self._write_lock:
             txn = SqliteTxn(self._writer)
-            await self._writer.run(lambda conn: conn.execute("BEGIN IMMEDIATE") and None)
+            await self._writer.run(_execute("BEGIN IMMEDIATE", ()))
             try:
                 yield txn
             except BaseException:
-                await self._writer.run(lambda conn: conn.execute("ROLLBACK") and None)
+                await self._writer.run(_execute("ROLLBACK", ()))
                 raise
-            await self._writer.run(lambda conn: conn.execute("COMMIT") and None)
+            await self._writer.run(_execute("COMMIT", ()))
         run_after_commit(txn)
 
     async def execute(self, sql: str, *args: Any) -> None:

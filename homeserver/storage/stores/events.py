@@ -1,14 +1,19 @@
 """Reading events: by ID (cached), their metadata, the DAG and auth chains."""
+
 from __future__ import annotations
 
 import json
 from collections import OrderedDict
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Collection, Iterable, Sequence
+from typing import Generic, TypeVar
 
 from homeserver.events.event import Event
 from homeserver.events.room_versions import get_room_version
 from homeserver.storage.database import Database
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,29 +31,31 @@ class EventMeta:
     state_group_after: int | None
 
 
-class LruCache(OrderedDict):  # type: ignore[type-arg]
-    def __init__(self, max_size: int) -> None:
-        super().__init__()
-        self.max_size = max_size
+class LruCache(Generic[K, V]):
+    """A bounded mapping that forgets the least recently used entry first."""
 
-    def get_hit(self, key):  # type: ignore[no-untyped-def]
-        value = self.get(key)
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+        self._data: OrderedDict[K, V] = OrderedDict()
+
+    def get_hit(self, key: K) -> V | None:
+        value = self._data.get(key)
         if value is not None:
-            self.move_to_end(key)
+            self._data.move_to_end(key)
         return value
 
-    def put(self, key, value) -> None:  # type: ignore[no-untyped-def]
-        self[key] = value
-        self.move_to_end(key)
-        if len(self) > self.max_size:
-            self.popitem(last=False)
+    def put(self, key: K, value: V) -> None:
+        self._data[key] = value
+        self._data.move_to_end(key)
+        if len(self._data) > self.max_size:
+            self._data.popitem(last=False)
 
 
 class EventsStore:
     def __init__(self, db: Database, cache_size: int = 50_000) -> None:
         self.db = db
         # Events are immutable once stored (redaction is applied on the way out, not here).
-        self._event_cache: LruCache = LruCache(cache_size)
+        self._event_cache: LruCache[str, Event] = LruCache(cache_size)
 
     def remember(self, event: Event) -> None:
         """Seed the cache with an event that was just persisted."""
@@ -135,7 +142,7 @@ class EventsStore:
         chains = [await self.get_auth_chain_ids(s) | s for s in state_sets]
         if not chains:
             return set()
-        return set().union(*chains) - set.intersection(*chains)
+        return set().union(*chains) - chains[0].intersection(*chains[1:])
 
     async def get_forward_extremities(self, room_id: str) -> list[str]:
         rows = await self.db.fetch(
@@ -163,7 +170,10 @@ class EventsStore:
             "SELECT event_id FROM events WHERE room_id = $1 AND stream_ordering > $2"
             " AND stream_ordering <= $3 AND NOT outlier AND rejected_reason IS NULL"
             " ORDER BY stream_ordering DESC LIMIT $4",
-            room_id, from_exclusive, to_inclusive, limit,
+            room_id,
+            from_exclusive,
+            to_inclusive,
+            limit,
         )
         ids = [r[0] for r in reversed(rows)]
         events = await self.get_events(ids)

@@ -3,11 +3,12 @@
 The caller (handlers/persistence.py) serialises batches per room and decides the new forward
 extremities and current state; this store only writes them.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 from canonicaljson import encode_canonical_json
 
@@ -17,12 +18,13 @@ from homeserver.storage.id_generators import StreamIdGenerator
 from homeserver.storage.stores.events import EventsStore
 from homeserver.storage.stores.state import FrozenStateMap, NewStateGroup, StateStore, state_delta
 
-
 # (type, state_key) -> (new event ID or None if removed, previous event ID or None).
 CurrentStateDelta = Mapping[StateKey, tuple[str | None, str | None]]
 
 
-def current_state_delta(old: Mapping[StateKey, str], new: Mapping[StateKey, str]) -> CurrentStateDelta:
+def current_state_delta(
+    old: Mapping[StateKey, str], new: Mapping[StateKey, str]
+) -> CurrentStateDelta:
     return {k: (v, old.get(k)) for k, v in state_delta(old, new).items()}
 
 
@@ -90,16 +92,17 @@ class PersistEventsStore:
         """Write `items` (all in `room_id`, in topological order) in one transaction.
 
         Live events take positive stream positions; backfilled events and outliers negative
-        ones, so they never show up in a stream read. `forward_extremities` and `current_state_delta`, when given, are applied to the room's.
+        ones, so they never show up in a stream read. `forward_extremities` and
+        `current_state_delta`, when given, are applied to the room's.
         """
-        live = [
-            e for e, ctx in items if not backfilled and not ctx.outlier
-        ]
+        live = [e for e, ctx in items if not backfilled and not ctx.outlier]
         # Current-state member events need their membership inlined; fetch before the txn.
         membership_of = await self._memberships_for(current_state_delta or {}, items)
         now = int(time.time() * 1000)
-        with self.stream_ids.allocate(len(live)) as live_ids, \
-                self.backfill_ids.allocate(len(items) - len(live)) as other_ids:
+        with (
+            self.stream_ids.allocate(len(live)) as live_ids,
+            self.backfill_ids.allocate(len(items) - len(live)) as other_ids,
+        ):
             positions: dict[str, int] = {}
             live_iter, other_iter = iter(live_ids), iter(other_ids)
             live_set = {e.event_id for e in live}
@@ -110,7 +113,9 @@ class PersistEventsStore:
             async with self.db.transaction() as txn:
                 if room_id not in self._known_rooms:
                     await self._ensure_room_txn(txn, items)
-                await self.state.store_groups_txn(txn, [g for _, ctx in items for g in ctx.new_groups])
+                await self.state.store_groups_txn(
+                    txn, [g for _, ctx in items for g in ctx.new_groups]
+                )
                 await self._insert_events_txn(txn, items, positions, now)
                 await self._insert_edges_txn(txn, items)
                 if forward_extremities is not None:
@@ -156,7 +161,10 @@ class PersistEventsStore:
         await txn.execute(
             "INSERT INTO rooms (room_id, room_version, creator, created_ts) VALUES ($1, $2, $3, $4)"
             " ON CONFLICT (room_id) DO NOTHING",
-            event.room_id, event.room_version.identifier, creator, int(time.time() * 1000),
+            event.room_id,
+            event.room_version.identifier,
+            creator,
+            int(time.time() * 1000),
         )
 
     async def _insert_events_txn(
@@ -173,10 +181,21 @@ class PersistEventsStore:
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
             [
                 (
-                    positions[e.event_id], e.event_id, e.room_id, e.type, e.state_key, e.sender,
-                    e.depth, e.origin_server_ts, now, ctx.outlier, ctx.rejected_reason,
-                    ctx.soft_failed, e.redacts if e.type == REDACTION else None,
-                    ctx.state_group_before, ctx.state_group_after,
+                    positions[e.event_id],
+                    e.event_id,
+                    e.room_id,
+                    e.type,
+                    e.state_key,
+                    e.sender,
+                    e.depth,
+                    e.origin_server_ts,
+                    now,
+                    ctx.outlier,
+                    ctx.rejected_reason,
+                    ctx.soft_failed,
+                    e.redacts if e.type == REDACTION else None,
+                    ctx.state_group_before,
+                    ctx.state_group_after,
                     encode_canonical_json(e.pdu).decode("utf-8"),
                 )
                 for e, ctx in items
@@ -197,7 +216,9 @@ class PersistEventsStore:
             [(e.event_id, e.redacts) for e in accepted if e.type == REDACTION and e.redacts],
         )
 
-    async def _insert_edges_txn(self, txn: Txn, items: Sequence[tuple[Event, EventContext]]) -> None:
+    async def _insert_edges_txn(
+        self, txn: Txn, items: Sequence[tuple[Event, EventContext]]
+    ) -> None:
         await txn.executemany(
             "INSERT INTO event_edges (event_id, prev_event_id) VALUES ($1, $2)"
             " ON CONFLICT DO NOTHING",
@@ -219,7 +240,8 @@ class PersistEventsStore:
         removed = [(room_id, t, k) for (t, k), (new, _old) in delta.items() if new is None]
         changed = [
             (room_id, t, k, new, membership_of.get(new) if t == MEMBER else None)
-            for (t, k), (new, _old) in delta.items() if new is not None
+            for (t, k), (new, _old) in delta.items()
+            if new is not None
         ]
         await txn.executemany(
             "DELETE FROM current_state_events WHERE room_id = $1 AND type = $2 AND state_key = $3",

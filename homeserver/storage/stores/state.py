@@ -5,11 +5,12 @@ it; a resolved state is stored as a delta on one of its inputs. Chains are cut a
 MAX_DELTA_DEPTH with a full snapshot, so reading a group walks at most that many rows of
 `state_groups`, and a room with 10k members and 100k events stores no full copy per event.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Mapping
 
 from homeserver.events.event import StateKey
 from homeserver.storage.database import Database, Txn
@@ -36,8 +37,8 @@ class NewStateGroup:
 class StateStore:
     def __init__(self, db: Database, cache_size: int = 256) -> None:
         self.db = db
-        self._cache: LruCache = LruCache(cache_size)
-        self._depths: LruCache = LruCache(100_000)
+        self._cache: LruCache[int, FrozenStateMap] = LruCache(cache_size)
+        self._depths: LruCache[int, int] = LruCache(100_000)
         self._next_id: int | None = None
 
     async def load_next_id(self) -> None:
@@ -80,9 +81,10 @@ class StateStore:
     async def _delta_depth(self, group: int) -> int:
         depth = self._depths.get_hit(group)
         if depth is None:
-            depth = await self.db.fetchval(
-                "SELECT delta_depth FROM state_groups WHERE id = $1", group
-            ) or 0
+            depth = int(
+                await self.db.fetchval("SELECT delta_depth FROM state_groups WHERE id = $1", group)
+                or 0
+            )
             self._depths.put(group, depth)
         return depth
 
@@ -113,10 +115,11 @@ class StateStore:
 
     async def store_groups_txn(self, txn: Txn, groups: list[NewStateGroup]) -> None:
         await txn.executemany(
-            "INSERT INTO state_groups (id, room_id, prev_group, delta_depth) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO state_groups (id, room_id, prev_group, delta_depth)"
+            " VALUES ($1, $2, $3, $4)",
             [(g.id, g.room_id, g.prev_group, g.delta_depth) for g in groups],
         )
-        entries = []
+        entries: list[tuple[int, str, str, str | None]] = []
         for g in groups:
             source = g.state.items() if g.prev_group is None else g.delta.items()
             entries.extend((g.id, t, k, e) for (t, k), e in source)
@@ -127,12 +130,12 @@ class StateStore:
         )
 
 
-def state_delta(old: Mapping[StateKey, str], new: Mapping[StateKey, str]) -> dict[StateKey, str | None]:
+def state_delta(
+    old: Mapping[StateKey, str], new: Mapping[StateKey, str]
+) -> dict[StateKey, str | None]:
     """What turns `old` into `new`: changed or added keys, and removed keys mapped to None."""
     delta: dict[StateKey, str | None] = {k: v for k, v in new.items() if old.get(k) != v}
     for k in old:
         if k not in new:
             delta[k] = None
     return delta
-
-

@@ -17,7 +17,11 @@ VECTORS = Path(__file__).resolve().parents[2] / "fixtures" / "spec_vectors" / "c
 
 def _load() -> list[tuple[str, str, str]]:
     cases = []
-    lines = [l for l in VECTORS.read_text(encoding="utf-8").splitlines() if not l.startswith("#")]
+    lines = [
+        line
+        for line in VECTORS.read_text(encoding="utf-8").splitlines()
+        if not line.startswith("#")
+    ]
     for block in "\n".join(lines).split("=== ")[1:]:
         name, _, rest = block.partition("\n")
         given, sep, expected = rest.partition("\n---\n")

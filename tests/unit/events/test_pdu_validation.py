@@ -16,11 +16,10 @@ from homeserver.events.room_versions import KNOWN_ROOM_VERSIONS, EventFormat
 from homeserver.events.validation import (
     MAX_PDU_SIZE,
     PduFieldTooLarge,
-    is_valid_server_name,
-    is_valid_user_id,
     validate_canonical_json_value,
     validate_pdu,
 )
+from homeserver.identifiers import is_valid_server_name, is_valid_user_id
 
 ALL = sorted(KNOWN_ROOM_VERSIONS, key=int)
 STRICT = [v for v in ALL if KNOWN_ROOM_VERSIONS[v].strict_canonical_json]
