@@ -95,3 +95,19 @@ def server_keys() -> ServerKeys:
 @pytest.fixture
 def core(storage: Storage, server_keys: ServerKeys) -> Core:
     return build_core(storage, "test.local", server_keys)
+
+
+@pytest.fixture(autouse=True)
+def no_blocking_calls_in_the_event_loop(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """Fail any test in which our code blocks the event loop (file or socket I/O, sleeps).
+
+    Only calls made from the server's own packages count: test set-up may block."""
+    from blockbuster import blockbuster_ctx
+
+    with blockbuster_ctx(["homeserver", "client_api", "federation", "media_repo"]) as bb:
+        # asyncpg looks for ~/.pgpass and ~/.postgresql/ when it opens a connection: a few
+        # stat calls while parsing connection arguments, at pool start-up.
+        for name, function in bb.functions.items():
+            if name.startswith("os."):
+                function.can_block_in("asyncpg/connect_utils.py", "_parse_connect_dsn_and_args")
+        yield bb

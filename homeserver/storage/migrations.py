@@ -7,6 +7,7 @@ the server refuses to run on a schema newer than the newest file it knows.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -44,7 +45,7 @@ def migrations_for(dialect: str) -> list[Migration]:
 async def apply_migrations(db: Database) -> int:
     """Bring the schema up to date; returns the resulting version. Safe to run concurrently
     from several processes on PostgreSQL and idempotent everywhere."""
-    known = migrations_for(db.dialect)
+    known = await asyncio.to_thread(migrations_for, db.dialect)
     newest = known[-1].version if known else 0
     if db.dialect == "postgres":
         async with db.transaction() as txn:

@@ -3,6 +3,7 @@ verifies with the published key."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -44,7 +45,7 @@ def verify(body: dict[str, Any], server_name: str) -> None:
 
 
 async def test_server_keys_endpoint(aiohttp_client: ClientFactory, tmp_path: Path) -> None:
-    keys = load_or_create_server_keys(tmp_path / "signing.key")
+    keys = await asyncio.to_thread(load_or_create_server_keys, tmp_path / "signing.key")
     app = web.Application()
     install_client_middleware(app)
     ServerKeyServlet("example.org", keys, FixedClock()).register(app.router)

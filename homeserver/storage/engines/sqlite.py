@@ -64,7 +64,8 @@ class _Connection:
         if self._conn is not None:
             await self.run(shut)
             self._conn = None
-        self._executor.shutdown(wait=True)
+        # Joining the thread blocks, so it is done from another thread.
+        await asyncio.to_thread(self._executor.shutdown, wait=True)
 
 
 def _fetch(sql: str, args: Sequence[Any]) -> Callable[[sqlite3.Connection], list[Row]]:
@@ -117,10 +118,13 @@ class SqliteDatabase(Database):
 
     @classmethod
     async def open(cls, path: Path) -> SqliteDatabase:
+        def create(conn: sqlite3.Connection) -> None:
+            conn.execute("SELECT 1").fetchall()
+
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
             db = cls(path)
-            await db._writer.run(_fetch("SELECT 1", ()))
+            await db._writer.run(create)
         except (OSError, sqlite3.Error) as e:
             raise DatabaseUnavailable(f"cannot open SQLite database {path}: {e}") from None
         return db
