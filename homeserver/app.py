@@ -108,8 +108,11 @@ def _storage_context(
             ) from None
         try:
             app[STORAGE] = storage
-            app[CORE] = build_core(storage, config.server_name, app[SERVER_KEYS])
-            yield
+            core = app[CORE] = build_core(storage, config.server_name, app[SERVER_KEYS])
+            try:
+                yield
+            finally:
+                await core.persister.close()  # queued events commit before the database closes
         finally:
             await storage.close()
 

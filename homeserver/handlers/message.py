@@ -4,8 +4,10 @@ depth one past the deepest prev event."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from homeserver.auth_rules import auth_types_for_event, check_auth_rules
@@ -13,13 +15,15 @@ from homeserver.clock import Clock
 from homeserver.crypto.keys import ServerKeys
 from homeserver.errors import MatrixError, NotFound
 from homeserver.events.builder import EventBuilder
-from homeserver.events.event import CREATE, Event, StateKey
-from homeserver.events.room_versions import RoomVersion
+from homeserver.events.event import CREATE, Event
 from homeserver.events.validation import validate_pdu
 from homeserver.handlers.persistence import EventPersister, NextEvent, StaleTip
 from homeserver.handlers.state import StateHandler
 from homeserver.storage import Storage
-from homeserver.storage.stores.persist import PersistedEvent
+from homeserver.storage.stores.persist import EventContext, PersistedEvent
+from homeserver.storage.stores.state import EMPTY_STATE
+
+_NOTHING: Mapping[str, Event] = MappingProxyType({})
 
 
 @dataclass(frozen=True)
@@ -77,48 +81,79 @@ class EventCreationHandler:
                     raise NotFound(f"Room {room_id} has no events we can build on")
                 event = await self._build_and_check(builder, next_event)
                 try:
-                    done = self.persister.enqueue_local(event, next_event)
+                    [done] = self.persister.enqueue_local([(event, next_event)])
                 except StaleTip:
                     continue
             return await done
         raise MatrixError("The room is busy; try again", status=503)
 
-    async def create_room_event(self, builder: EventBuilder) -> PersistedEvent:
-        """Persist the first event of a new room (its m.room.create)."""
-        next_event = self.persister.first_event()
-        next_event.context = await self.state.context_from_state(builder.room_id or "", {})
-        event = await self._build_and_check(builder, next_event)
-        async with self.persister.room_locks.lock(event.room_id):
-            done = self.persister.enqueue_local(event, next_event)
-        return await done
+    async def create_room(
+        self,
+        create: EventBuilder,
+        initial_state: Sequence[tuple[str, str, Mapping[str, Any]]],
+    ) -> list[PersistedEvent]:
+        """Create a room: its m.room.create, then `initial_state` as (type, state_key,
+        content) state events sent by the creator, in order. Every event is built and
+        authorised before any is queued, and all commit in one transaction, so a refused event
+        leaves no half-made room behind."""
+        rv = create.room_version
+        first = NextEvent([], 1, EventContext(state_before=EMPTY_STATE), 0)
+        create_event = await self._build_and_check(create, first)
+        room_id = create_event.room_id
+        async with self.persister.room_locks.lock(room_id):
+            first.generation = self.persister.first_event(room_id).generation
+            chain = [(create_event, first)]
+            built = {create_event.event_id: create_event}  # not stored until the chain commits
+            for event_type, state_key, content in initial_state:
+                builder = EventBuilder(
+                    rv,
+                    event_type,
+                    create.sender,
+                    dict(content),
+                    room_id=room_id,
+                    state_key=state_key,
+                )
+                next_event = self.persister.following(*chain[-1])
+                event = await self._build_and_check(builder, next_event, built)
+                built[event.event_id] = event
+                chain.append((event, next_event))
+            futures = self.persister.enqueue_local(chain)
+        return list(await asyncio.gather(*futures))
 
-    async def _build_and_check(self, builder: EventBuilder, next_event: NextEvent) -> Event:
-        """Build, sign and authorise the event, and finish its context."""
+    async def _build_and_check(
+        self,
+        builder: EventBuilder,
+        next_event: NextEvent,
+        unstored: Mapping[str, Event] = _NOTHING,
+    ) -> Event:
+        """Build, sign and authorise the event, and finish its context. `unstored` holds
+        events of the same chain that its state may name but that are not stored yet."""
         rv = builder.room_version
         context = next_event.context
         state_before = context.state_before or {}
-        auth_ids = self._auth_event_ids(rv, builder, state_before)
+        wanted = auth_types_for_event(
+            rv, builder.type, builder.sender, builder.state_key, builder.content
+        )
+        auth_keys = sorted(k for k in wanted if k in state_before)
         event = builder.build(
             prev_events=next_event.prev_event_ids,
-            auth_events=auth_ids,
+            auth_events=[state_before[k] for k in auth_keys],
             depth=next_event.depth,
             origin_server_ts=self.clock.time_ms(),
             server_name=self.server.server_name,
             signing_key=self.server.keys.signing_key,
         )
         validate_pdu(rv, event.pdu)
-        auth_state = await self.state.load_state_events(
-            {k: v for k, v in state_before.items() if v in set(auth_ids) or k == (CREATE, "")}
+        # v12 events do not cite the create event, but the auth rules read it.
+        if (CREATE, "") in state_before:
+            auth_keys.append((CREATE, ""))
+        auth_ids = {k: state_before[k] for k in auth_keys}
+        auth_state = {k: unstored[e] for k, e in auth_ids.items() if e in unstored}
+        auth_state.update(
+            await self.state.load_state_events(
+                {k: e for k, e in auth_ids.items() if e not in unstored}
+            )
         )
         check_auth_rules(event, auth_state)
         await self.state.finish_context(event, context)
         return event
-
-    @staticmethod
-    def _auth_event_ids(
-        rv: RoomVersion, builder: EventBuilder, state: Mapping[StateKey, str]
-    ) -> list[str]:
-        wanted = auth_types_for_event(
-            rv, builder.type, builder.sender, builder.state_key, builder.content
-        )
-        return sorted(state[k] for k in wanted if k in state)

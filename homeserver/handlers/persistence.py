@@ -13,6 +13,7 @@ and reset the tip.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
@@ -90,6 +91,7 @@ class _Queued:
     event: Event
     context: EventContext
     done: asyncio.Future[PersistedEvent]
+    chain_start: bool = False
 
 
 class EventPersister:
@@ -101,99 +103,155 @@ class EventPersister:
         self._tips: dict[str, _Tip] = {}
         self._queues: dict[str, list[_Queued]] = defaultdict(list)
         self._drainers: dict[str, asyncio.Task[None]] = {}
-        self._generation = 0
+        # A room's generation changes whenever its tip is discarded, so an event built on the
+        # old tip is refused. Values come from one counter, so a room never sees one twice.
+        self._generations: dict[str, int] = {}
+        self._generation_counter = 0
+        # (position, room_id, users) of committed events not yet announced: the notifier is
+        # only told about positions up to the stream's current position, which waits for
+        # every lower position to commit.
+        self._unannounced: list[tuple[int, str, tuple[str, ...]]] = []
 
     async def next_local_event(self, room_id: str, room_version: RoomVersion) -> NextEvent | None:
         """Where the next local event goes; the caller holds `room_locks.lock(room_id)` until it
         has called `enqueue_local`. None when the room has no events to build on."""
         tip = self._tips.get(room_id)
-        if tip is None:
-            extremities = await self.storage.events.get_forward_extremities(room_id)
-            if not extremities:
-                return None
-            metas = await self.storage.events.get_event_metas(extremities)
-            if len(extremities) > MAX_PREV_EVENTS:
-                extremities = sorted(extremities, key=lambda e: metas[e].depth if e in metas else 0)
-                extremities = extremities[-MAX_PREV_EVENTS:]
-            extremities.sort()
-            context = await self.state.context_for_new_event(
-                room_id, room_version, extremities, metas
-            )
-            depth = max((metas[e].depth for e in extremities if e in metas), default=0)
-            return NextEvent(extremities, depth + 1, context, self._generation)
-        context = EventContext(state_before=tip.state, state_group_before=tip.state_group)
-        return NextEvent(list(tip.extremities), tip.depth + 1, context, tip.generation)
+        if tip is not None:
+            context = EventContext(state_before=tip.state, state_group_before=tip.state_group)
+            return NextEvent(list(tip.extremities), tip.depth + 1, context, tip.generation)
+        generation = self._generations.get(room_id, 0)
+        extremities = await self.storage.events.get_forward_extremities(room_id)
+        if not extremities:
+            return None
+        metas = await self.storage.events.get_event_metas(extremities)
+        if len(extremities) > MAX_PREV_EVENTS:
+            extremities = sorted(extremities, key=lambda e: metas[e].depth if e in metas else 0)
+            extremities = extremities[-MAX_PREV_EVENTS:]
+        extremities.sort()
+        context = await self.state.context_for_new_event(room_id, room_version, extremities, metas)
+        depth = max((metas[e].depth for e in extremities if e in metas), default=0)
+        return NextEvent(extremities, depth + 1, context, generation)
 
-    def first_event(self) -> NextEvent:
+    def first_event(self, room_id: str) -> NextEvent:
         """Where a room's m.room.create goes: nothing before it, empty state."""
-        return NextEvent([], 1, EventContext(), self._generation)
+        return NextEvent([], 1, EventContext(), self._generations.get(room_id, 0))
 
-    def enqueue_local(self, event: Event, next_event: NextEvent) -> asyncio.Future[PersistedEvent]:
-        """Queue an event built on `next_event` (with its context finished) for writing; the
-        future resolves once it has committed. Called under the room lock."""
-        room_id = event.room_id
-        tip = self._tips.get(room_id)
-        if (tip.generation if tip else self._generation) != next_event.generation:
-            raise StaleTip(room_id)
+    @staticmethod
+    def following(event: Event, next_event: NextEvent) -> NextEvent:
+        """Where the local event after `event` (built on `next_event`) goes, before either is
+        queued: lets a caller build a chain and queue it whole."""
         ctx = next_event.context
         assert ctx.state_group_after is not None and ctx.state_after is not None
+        context = EventContext(
+            state_before=ctx.state_after, state_group_before=ctx.state_group_after
+        )
+        return NextEvent([event.event_id], event.depth + 1, context, next_event.generation)
+
+    def enqueue_local(
+        self, chain: Sequence[tuple[Event, NextEvent]]
+    ) -> list[asyncio.Future[PersistedEvent]]:
+        """Queue a chain of local events, each built on the one before (the first on the room's
+        tip), with contexts finished. Called under the room lock; nothing is awaited, so the
+        chain is committed in one transaction. Each future resolves once its event commits."""
+        room_id = chain[0][0].room_id
+        if self._generations.get(room_id, 0) != chain[0][1].generation:
+            raise StaleTip(room_id)
+        loop = asyncio.get_running_loop()
+        futures = []
+        for i, (event, next_event) in enumerate(chain):
+            done: asyncio.Future[PersistedEvent] = loop.create_future()
+            self._queues[room_id].append(_Queued(event, next_event.context, done, i == 0))
+            futures.append(done)
+        last_event, last = chain[-1]
+        ctx = last.context
+        assert ctx.state_group_after is not None and ctx.state_after is not None
         self._tips[room_id] = _Tip(
-            [event.event_id],
-            event.depth,
+            [last_event.event_id],
+            last_event.depth,
             ctx.state_group_after,
             ctx.state_after,
-            next_event.generation,
+            last.generation,
         )
-        done: asyncio.Future[PersistedEvent] = asyncio.get_running_loop().create_future()
-        self._queues[room_id].append(_Queued(event, ctx, done))
         if room_id not in self._drainers:
-            self._drainers[room_id] = asyncio.create_task(self._drain(room_id))
-        return done
+            task = asyncio.create_task(self._drain(room_id))
+            self._drainers[room_id] = task
+            task.add_done_callback(lambda t: self._drainer_done(room_id, t))
+        return futures
 
     async def _drain(self, room_id: str) -> None:
         queue = self._queues[room_id]
         try:
             while queue:
-                batch = queue[:MAX_BATCH]
-                del queue[:MAX_BATCH]
+                batch = queue[: _batch_size(queue)]
+                del queue[: len(batch)]
                 try:
                     persisted = await self.storage.persist.persist_events(
                         room_id,
                         [(q.event, q.context) for q in batch],
                         backfilled=False,
                         forward_extremities=ExtremitiesChange(
-                            # The chain starts on the tip's extremities and ends at its last event.
+                            # The chain starts on the tip's extremities, ends at its last event.
                             frozenset(batch[0].event.prev_event_ids),
                             frozenset([batch[-1].event.event_id]),
                         ),
                         current_state_delta=_chain_delta(batch),
                     )
-                except Exception as e:  # every queued event builds on this batch: fail them all
-                    logger.exception("room_id=%s failed to persist %d events", room_id, len(batch))
-                    self._invalidate(room_id)
-                    batch += queue
-                    queue.clear()
-                    for q in batch:
-                        if not q.done.done():
-                            q.done.set_exception(e)
+                except BaseException as e:
+                    # Every queued event builds on this batch: fail them all and rebuild from
+                    # storage next time.
+                    if not isinstance(e, asyncio.CancelledError):
+                        logger.exception(
+                            "room_id=%s failed to persist %d events", room_id, len(batch)
+                        )
+                    self._fail_queue(room_id, batch, e)
+                    if isinstance(e, asyncio.CancelledError):
+                        raise
                     continue
-                self._notify(persisted)
                 for q, p in zip(batch, persisted, strict=True):
                     if not q.done.done():
                         q.done.set_result(p)
+                self._announce(persisted, [q.context for q in batch])
         finally:
+            # Synchronously, so an event queued from now on starts a new drainer.
             del self._drainers[room_id]
-            if not queue:
-                self._queues.pop(room_id, None)
+            self._queues.pop(room_id, None)
+
+    def _drainer_done(self, room_id: str, task: asyncio.Task[None]) -> None:
+        # Only a drainer cancelled before it ran still owns its entry: fail what it left.
+        if self._drainers.get(room_id) is task:
+            del self._drainers[room_id]
+            self._fail_queue(room_id, [], asyncio.CancelledError())
+            self._queues.pop(room_id, None)
+
+    def _fail_queue(self, room_id: str, batch: list[_Queued], error: BaseException) -> None:
+        self._invalidate(room_id)
+        queue = self._queues.get(room_id, [])
+        for q in batch + queue:
+            if not q.done.done():
+                q.done.set_exception(error)
+        queue.clear()
 
     def _invalidate(self, room_id: str) -> None:
-        self._generation += 1
+        self._generation_counter += 1
+        self._generations[room_id] = self._generation_counter
         self._tips.pop(room_id, None)
 
-    async def _drained(self, room_id: str) -> None:
-        drainer = self._drainers.get(room_id)
-        if drainer is not None:
-            await asyncio.shield(drainer)
+    @asynccontextmanager
+    async def room_write(self, room_id: str) -> AsyncIterator[None]:
+        """Exclusive access to the room for writing events from elsewhere: holds the room lock
+        and waits until the room's queued local events have committed, so current state and
+        forward extremities read inside are what the write will change."""
+        async with self.room_locks.lock(room_id):
+            drainer = self._drainers.get(room_id)
+            if drainer is not None:
+                await asyncio.wait([drainer])
+            yield
+
+    async def close(self) -> None:
+        """Let queued events commit; call before the database closes."""
+        drainers = list(self._drainers.values())
+        if drainers:
+            await asyncio.wait(drainers)
 
     async def persist_events(
         self, room_id: str, items: Sequence[tuple[Event, EventContext]], *, backfilled: bool = False
@@ -202,46 +260,47 @@ class EventPersister:
         in topological order. Outliers and backfilled events change neither the forward
         extremities nor current state; soft-failed and rejected events never become
         extremities."""
-        async with self.room_locks.lock(room_id):
-            await self._drained(room_id)
-            for event, context in items:
-                await self.state.finish_context(event, context)
-            extremities, delta = None, None
-            if not backfilled:
-                extremities, delta = await self._new_extremities_and_state(room_id, items)
-            try:
-                persisted = await self.storage.persist.persist_events(
-                    room_id,
-                    items,
-                    backfilled=backfilled,
-                    forward_extremities=extremities,
-                    current_state_delta=delta,
-                )
-            finally:
-                if extremities is not None:
-                    self._invalidate(room_id)
+        async with self.room_write(room_id):
+            return await self.persist_events_locked(room_id, items, backfilled=backfilled)
+
+    async def persist_events_locked(
+        self, room_id: str, items: Sequence[tuple[Event, EventContext]], *, backfilled: bool = False
+    ) -> list[PersistedEvent]:
+        """`persist_events` for a caller inside `room_write(room_id)`."""
+        for event, context in items:
+            if event.room_id != room_id:
+                raise ValueError(f"event {event.event_id} is not in room {room_id}")
+            await self.state.finish_context(event, context)
+        extremities, delta = None, None
         if not backfilled:
-            self._notify(persisted)
+            extremities, delta = await self._new_extremities_and_state(room_id, items)
+        try:
+            persisted = await self.storage.persist.persist_events(
+                room_id,
+                items,
+                backfilled=backfilled,
+                forward_extremities=extremities,
+                current_state_delta=delta,
+            )
+        finally:
+            if extremities is not None:
+                self._invalidate(room_id)
+        self._announce(persisted, [ctx for _, ctx in items])
         return persisted
 
     async def _new_extremities_and_state(
         self, room_id: str, items: Sequence[tuple[Event, EventContext]]
     ) -> tuple[ExtremitiesChange | None, CurrentStateDelta | None]:
-        candidates = [
-            (e, ctx)
-            for e, ctx in items
-            if not ctx.outlier and not ctx.soft_failed and ctx.rejected_reason is None
-        ]
+        candidates = [(e, ctx) for e, ctx in items if _is_live(ctx)]
         if not candidates:
             return None, None
         old = set(await self.storage.events.get_forward_extremities(room_id))
         new = old | {e.event_id for e, _ in candidates}
-        for event, ctx in items:
-            if not ctx.outlier:
-                new -= set(event.prev_event_ids)
-        # An event that a stored event already points at is not an extremity (it arrived late).
-        new -= await self._referenced_by_stored_events(new - old)
-        if new == old:
+        for event, _ctx in candidates:
+            new -= set(event.prev_event_ids)
+        # An event that a stored live event already points at arrived late: not an extremity.
+        new -= await self.storage.events.get_event_ids_with_live_children(new - old)
+        if new == old or not new:
             return None, None
         states_after = {e.event_id: ctx.state_after for e, ctx in candidates}
         state_sets = []
@@ -256,21 +315,43 @@ class EventPersister:
         change = ExtremitiesChange(frozenset(old - new), frozenset(new - old))
         return change, current_state_delta(old_current, resolved)
 
-    async def _referenced_by_stored_events(self, event_ids: set[str]) -> set[str]:
-        if not event_ids:
-            return set()
-        db = self.storage.db
-        clause, arg = db.in_list("prev_event_id", 1, event_ids)
-        rows = await db.fetch(f"SELECT DISTINCT prev_event_id FROM event_edges WHERE {clause}", arg)
-        return {r[0] for r in rows}
+    def _announce(
+        self, persisted: Sequence[PersistedEvent], contexts: Sequence[EventContext]
+    ) -> None:
+        """Wake listeners for the live events that clients may see, once the stream's current
+        position has reached them (an event may commit before a lower position does)."""
+        for p, ctx in zip(persisted, contexts, strict=True):
+            if p.stream_ordering > 0 and _is_live(ctx):
+                event = p.event
+                users: tuple[str, ...] = ()
+                if event.type == MEMBER and event.state_key:
+                    users = (event.state_key,)
+                heapq.heappush(self._unannounced, (p.stream_ordering, event.room_id, users))
+        current = self.storage.stream_ids.current
+        while self._unannounced and self._unannounced[0][0] <= current:
+            _position, room_id, users = heapq.heappop(self._unannounced)
+            try:
+                self.notifier.on_new_event(room_id, current, users)
+            except Exception:  # a broken listener must not fail the write that woke it
+                logger.exception("room_id=%s notifying listeners failed", room_id)
 
-    def _notify(self, persisted: Sequence[PersistedEvent]) -> None:
-        for p in persisted:
-            if p.stream_ordering <= 0:
-                continue
-            event = p.event
-            users = [event.state_key] if event.type == MEMBER and event.state_key else []
-            self.notifier.on_new_event(event.room_id, p.stream_ordering, users)
+
+def _is_live(ctx: EventContext) -> bool:
+    """Whether an event joins the live timeline: not an outlier, rejected or soft-failed."""
+    return not ctx.outlier and not ctx.soft_failed and ctx.rejected_reason is None
+
+
+def _batch_size(queue: Sequence[_Queued]) -> int:
+    """How many queued events to write next: whole chains (each was queued under one lock hold
+    and must commit together), as many as fit in MAX_BATCH, and at least one chain."""
+
+    def chain_end(start: int) -> int:
+        return next((i for i in range(start + 1, len(queue)) if queue[i].chain_start), len(queue))
+
+    end = chain_end(0)
+    while end < len(queue) and chain_end(end) <= MAX_BATCH:
+        end = chain_end(end)
+    return end
 
 
 def _chain_delta(batch: Sequence[_Queued]) -> CurrentStateDelta:

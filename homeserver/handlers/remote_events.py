@@ -5,9 +5,9 @@ checks (step 2) and fetching missing events are federation's, before it calls in
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
-from homeserver.auth_rules import check_auth_events_list, check_auth_rules
+from homeserver.auth_rules import auth_types_for_event, check_auth_events_list, check_auth_rules
 from homeserver.errors import AuthError
 from homeserver.events.event import CREATE, Event, StateKey, check_content_hash
 from homeserver.events.validation import validate_pdu
@@ -28,23 +28,28 @@ class RemoteEventHandler:
     async def persist_outliers(self, room_id: str, events: Sequence[Event]) -> list[PersistedEvent]:
         """Store events we hold without their state (a join's auth chain and state), each
         checked against its own auth events; those must come earlier in `events` or be stored.
-        Events failing that are stored as rejected, as the spec asks (step 4)."""
-        known: dict[str, Event] = {}
-        rejected: set[str] = set()
+        Events failing that are stored as rejected, as the spec asks (step 4). Events we
+        already have are skipped."""
+        have = await self.storage.events.have_events([e.event_id for e in events])
+        fresh = [_checked_hashes(e) for e in _topological(events) if e.event_id not in have]
+        cited = {a for e in fresh for a in e.auth_event_ids} | {_create_event_id(e) for e in fresh}
+        lookup = _AuthLookup(self.storage, {e.event_id: e for e in fresh})
+        await lookup.prefetch(cited)
         items: list[tuple[Event, EventContext]] = []
-        for event in _topological(events):
-            event = _checked_hashes(event)
-            reason = await self._check_against_auth_events(event, known, rejected)
+        for event in fresh:
+            reason = await lookup.check_against_auth_events(event)
             if reason is not None:
-                rejected.add(event.event_id)
-            known[event.event_id] = event
+                lookup.rejected.add(event.event_id)
             items.append((event, EventContext(rejected_reason=reason)))
+        if not items:
+            return []
         return await self.persister.persist_events(room_id, items, backfilled=True)
 
     async def persist_event(
         self, event: Event, state_before: Mapping[StateKey, str] | None = None
     ) -> PersistedEvent:
-        """Authorise and persist one event into the live timeline.
+        """Authorise and persist one event into the live timeline; an event already stored
+        is returned as it was.
 
         With `state_before` (from /state_ids when we lack a prev event) that state is stored
         for it; otherwise every prev event must be stored with state. The event is rejected if
@@ -53,68 +58,105 @@ class RemoteEventHandler:
         """
         validate_pdu(event.room_version, event.pdu)
         event = _checked_hashes(event)
-        if state_before is None:
-            context = await self.state.context_for_new_event(
-                event.room_id, event.room_version, event.prev_event_ids
-            )
-        else:
-            context = await self.state.context_from_state(event.room_id, state_before)
-        reason = await self._check_against_auth_events(event, {}, set())
-        if reason is None:
-            reason = await self._check_against_state(event, context.state_before or {})
-        context.rejected_reason = reason
-        if reason is None:
-            current = await self.storage.rooms.get_current_state_ids(event.room_id)
-            context.soft_failed = await self._check_against_state(event, current) is not None
-        persisted = await self.persister.persist_events(event.room_id, [(event, context)])
-        return persisted[0]
+        room_id = event.room_id
+        async with self.persister.room_write(room_id):
+            stored = await self.storage.events.get_event_metas([event.event_id])
+            if event.event_id in stored:
+                return PersistedEvent(event, stored[event.event_id].stream_ordering)
+            if state_before is None:
+                context = await self.state.context_for_new_event(
+                    room_id, event.room_version, event.prev_event_ids
+                )
+            else:
+                context = await self.state.context_from_state(room_id, state_before)
+            lookup = _AuthLookup(self.storage, {})
+            reason = await lookup.check_against_auth_events(event)
+            if reason is None:
+                reason = await lookup.check_against_state(event, context.state_before or {})
+            context.rejected_reason = reason
+            if reason is None:
+                # Step 6 inside room_write: queued local events have committed, so current
+                # state includes them (a ban sent a moment ago counts).
+                current = await self.storage.rooms.get_current_state_for_keys(
+                    room_id, _auth_keys(event)
+                )
+                context.soft_failed = await lookup.check_against_state(event, current) is not None
+            [persisted] = await self.persister.persist_events_locked(room_id, [(event, context)])
+        return persisted
 
-    async def _check_against_auth_events(
-        self, event: Event, batch: Mapping[str, Event], batch_rejected: set[str]
-    ) -> str | None:
+
+class _AuthLookup:
+    """The auth checks on receipt of a PDU, reading events from a batch being stored or from
+    storage, with storage read in bulk."""
+
+    def __init__(self, storage: Storage, batch: Mapping[str, Event]) -> None:
+        self.storage = storage
+        self.batch = batch
+        self.rejected: set[str] = set()
+        self._stored: dict[str, Event] = {}
+        self._stored_rejected: set[str] = set()
+
+    async def prefetch(self, event_ids: Collection[str]) -> None:
+        wanted = [i for i in event_ids if i not in self.batch and i not in self._stored]
+        self._stored.update(await self.storage.events.get_events(wanted))
+        self._stored_rejected |= await self.storage.events.get_rejected_event_ids(wanted)
+
+    async def check_against_auth_events(self, event: Event) -> str | None:
         """Step 4: against the event's own auth events; the reason it fails, or None."""
         ids = list(event.auth_event_ids)
-        found = {i: batch[i] for i in ids if i in batch}
-        found.update(await self.storage.events.get_events([i for i in ids if i not in found]))
-        missing = [i for i in ids if i not in found]
+        await self.prefetch(ids + [_create_event_id(event)])
+        found = {i: self.batch.get(i) or self._stored.get(i) for i in ids}
+        missing = [i for i, e in found.items() if e is None]
         if missing:
             return f"auth events not found: {', '.join(missing)}"
-        stored_rejected = await self.storage.events.get_rejected_event_ids(
-            [i for i in ids if i not in batch]
-        )
-        if (stored_rejected | batch_rejected) & set(ids):
+        if (self.rejected | self._stored_rejected) & set(ids):
             return "an auth event was rejected"
-        auth_events = [found[i] for i in ids]
+        auth_events = [e for e in found.values() if e is not None]
         auth_state = {e.state_key_tuple: e for e in auth_events if e.is_state()}
         try:
             check_auth_events_list(event, auth_events)
-            await self._add_create_event(event, auth_state, batch)
+            self._add_create_event(event, auth_state)
             check_auth_rules(event, auth_state)
         except AuthError as e:
             return e.message
         return None
 
-    async def _check_against_state(self, event: Event, state: Mapping[StateKey, str]) -> str | None:
-        """Step 5 (state before the event) and step 6 (current state, for soft failure)."""
+    async def check_against_state(self, event: Event, state: Mapping[StateKey, str]) -> str | None:
+        """Step 5 (state before the event) and step 6 (current state, for soft failure),
+        reading only the state the auth rules can consult."""
+        wanted = {k: state[k] for k in _auth_keys(event) if k in state}
+        events = await self.storage.events.get_events(wanted.values())
+        auth_state = {k: events[e] for k, e in wanted.items() if e in events}
         try:
-            auth_state = await self.state.load_state_events(state)
-            await self._add_create_event(event, auth_state, {})
+            self._add_create_event(event, auth_state)
             check_auth_rules(event, auth_state)
         except AuthError as e:
             return e.message
         return None
 
-    async def _add_create_event(
-        self, event: Event, auth_state: dict[StateKey, Event], batch: Mapping[str, Event]
-    ) -> None:
+    def _add_create_event(self, event: Event, auth_state: dict[StateKey, Event]) -> None:
         # v12 events never list the create event; the auth rules still need it (rule 2).
         if (CREATE, "") in auth_state or event.type == CREATE:
             return
-        if event.room_version.room_id_from_create_event:
-            create_id = "$" + event.room_id[1:]
-            create = batch.get(create_id) or await self.storage.events.get_event(create_id)
-            if create is not None:
-                auth_state[(CREATE, "")] = create
+        create_id = _create_event_id(event)
+        create = self.batch.get(create_id) or self._stored.get(create_id)
+        if create is not None:
+            auth_state[(CREATE, "")] = create
+
+
+def _create_event_id(event: Event) -> str:
+    """Where a v12 room's create event is (its room ID names it); "" for other versions."""
+    return "$" + event.room_id[1:] if event.room_version.room_id_from_create_event else ""
+
+
+def _auth_keys(event: Event) -> set[StateKey]:
+    """The state keys the auth rules may read for `event`: its auth selection plus the create
+    event."""
+    keys = auth_types_for_event(
+        event.room_version, event.type, event.sender, event.state_key, event.content
+    )
+    keys.add((CREATE, ""))
+    return keys
 
 
 def _checked_hashes(event: Event) -> Event:

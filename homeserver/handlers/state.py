@@ -6,15 +6,15 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from types import MappingProxyType
 
-from homeserver.errors import NotFound
+from homeserver.errors import InvalidEvent, NotFound
 from homeserver.events.event import Event, StateKey, StateMap
 from homeserver.events.room_versions import RoomVersion
 from homeserver.state.resolver import resolve_state
-from homeserver.state.store import StateResolutionStore
+from homeserver.state.store import StateResolutionStore, auth_difference
 from homeserver.storage import Storage
 from homeserver.storage.stores.events import EventMeta, EventsStore
 from homeserver.storage.stores.persist import EventContext
-from homeserver.storage.stores.state import FrozenStateMap, state_delta
+from homeserver.storage.stores.state import EMPTY_STATE, FrozenStateMap, state_delta
 
 
 class MissingState(Exception):
@@ -37,6 +37,8 @@ class StateHandler:
             None if meta is None else (meta.state_group_after if after else meta.state_group_before)
         )
         if group is None:
+            if meta is not None and not meta.outlier and not after:
+                return EMPTY_STATE  # a room's create event: nothing comes before it
             raise NotFound(f"No state known at event {event_id}")
         return await self.storage.state.get_state(group)
 
@@ -54,6 +56,9 @@ class StateHandler:
         groups: list[int] = []
         for prev_id in prev_event_ids:
             meta = metas.get(prev_id)
+            if meta is not None and meta.room_id != room_id:
+                # Taking another room's state would leak it into this one.
+                raise InvalidEvent(f"prev_event {prev_id} is in another room")
             if meta is None or meta.state_group_after is None:
                 raise MissingState(prev_id)
             if meta.state_group_after not in groups:
@@ -146,10 +151,7 @@ class PendingEventsOverlay:
     async def get_auth_chain_difference(
         self, room_id: str, state_sets: Sequence[set[str]]
     ) -> set[str]:
-        chains = [await self._chain(s) for s in state_sets]
-        if not chains:
-            return set()
-        return set().union(*chains) - chains[0].intersection(*chains[1:])
+        return auth_difference([await self._chain(s) for s in state_sets])
 
     async def _chain(self, event_ids: set[str]) -> set[str]:
         """`event_ids` with their auth chain: walk the pending part here, the rest in SQL."""

@@ -51,6 +51,14 @@ async def auth_chain_ids(store: StateResolutionStore, event_ids: Iterable[str]) 
     return chain
 
 
+def auth_difference(chains: Sequence[set[str]]) -> set[str]:
+    """v2 "Auth difference" given each state set's full auth chain (with its own events):
+    the union of the chains minus their intersection."""
+    if not chains:
+        return set()
+    return set().union(*chains) - chains[0].intersection(*chains[1:])
+
+
 class EventCache:
     """The events one resolution has loaded, with their auth edges worked out once. Each `load`
     is one batched store call; events that are unknown or from another room are logged once and
@@ -127,8 +135,7 @@ class InMemoryStateResolutionStore:
     ) -> set[str]:
         if not state_sets:
             return set()
-        chains = [self._with_auth_chain(s) for s in state_sets]
-        return set().union(*chains) - chains[0].intersection(*chains[1:])
+        return auth_difference([self._with_auth_chain(s) for s in state_sets])
 
     def _with_auth_chain(self, event_ids: set[str]) -> set[str]:
         """The events and their auth chains; the same walk as `auth_chain_ids`, without the

@@ -38,6 +38,7 @@ class Storage:
     stream_ids: StreamIdGenerator
 
     async def close(self) -> None:
+        # Closing the Database also releases its single-writer claim (lock_single_writer).
         await self.db.close()
 
 
@@ -62,6 +63,18 @@ async def open_storage(settings: DatabaseSettings) -> Storage:
 
 
 async def storage_on(db: Database) -> Storage:
+    """Storage over `db`: claims it as this process's to write (see below), brings the schema up
+    to date and loads the stream positions.
+
+    Stream positions and state group IDs come from in-process counters seeded from MAX(...)
+    here, so only one writer may use a database until positions are allocated in the database
+    itself: a second server process fails here with DatabaseUnavailable. The claim belongs to
+    `db` and lasts until `db.close()`; further Storages on the same `db` object (tests reading
+    through a cold cache) share it and must not write concurrently with the first.
+    """
+    # Claimed before the counters are seeded (and before migrating): seeding while another
+    # writer runs is exactly what hands out duplicates.
+    await db.lock_single_writer()
     await apply_migrations(db)
     events = EventsStore(db)
     state = StateStore(db)

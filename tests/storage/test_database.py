@@ -32,7 +32,6 @@ async def test_migrations_apply_from_empty_and_are_idempotent(database: Database
         "event_forward_extremities",
         "room_memberships",
         "current_state_delta_stream",
-        "redactions",
     ):
         assert await database.fetchval(f"SELECT COUNT(*) FROM {table}") == 0
 

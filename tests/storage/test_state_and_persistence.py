@@ -10,7 +10,7 @@ from homeserver.events.builder import EventBuilder
 from homeserver.events.event import MEMBER
 from homeserver.handlers.room import RoomCreationRequest
 from homeserver.storage import Storage, storage_on
-from homeserver.storage.stores.persist import EventContext, ExtremitiesChange
+from homeserver.storage.stores.persist import ExtremitiesChange
 from tests.conftest import DATABASE_ERRORS
 from tests.handlers.test_local_events import ALICE, table_counts
 from tests.handlers.test_remote_events import BOB, REMOTE_KEY, public_room_with_bob
@@ -145,7 +145,3 @@ async def test_malformed_remote_events_are_refused_before_anything_is_stored(cor
     with pytest.raises(InvalidEvent, match="depth"):
         await core.remote_events.persist_event(wrong)
     assert await table_counts(core) == before
-
-
-async def test_outlier_contexts_have_no_state(core: Core) -> None:
-    assert EventContext().outlier

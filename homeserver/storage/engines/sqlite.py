@@ -6,16 +6,31 @@ which is also what makes stream positions follow commit order on this engine.
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
+import logging
+import os
 import re
 import sqlite3
+import sys
+import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from homeserver.storage.database import Database, DatabaseUnavailable, Row, Txn, run_after_commit
+from homeserver.storage.database import (
+    ANOTHER_WRITER,
+    Database,
+    DatabaseUnavailable,
+    Row,
+    Txn,
+    finish_despite_cancellation,
+    run_after_commit,
+)
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -57,6 +72,11 @@ class _Connection:
 
         return await loop.run_in_executor(self._executor, call)
 
+    async def run_to_completion(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """`run`, but a cancellation of the caller waits for `fn` to finish (then is re-raised):
+        for BEGIN, COMMIT and ROLLBACK, whose effect the caller must know."""
+        return await finish_despite_cancellation(self.run(fn))
+
     async def close(self) -> None:
         def shut(conn: sqlite3.Connection) -> None:
             conn.close()
@@ -89,6 +109,69 @@ def _executemany(sql: str, rows: Sequence[Sequence[Any]]) -> Callable[[sqlite3.C
     return run
 
 
+def _begin(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        # Every path out of transaction() rolls back, so this is a backstop: a transaction left
+        # open (by a bug, or a ROLLBACK that failed) would otherwise make every later BEGIN fail
+        # with "cannot start a transaction within a transaction", i.e. stop all writes.
+        logger.warning("rolling back a transaction left open on the SQLite writer connection")
+        conn.execute("ROLLBACK")
+    conn.execute("BEGIN IMMEDIATE")
+
+
+def _rollback_if_open(conn: sqlite3.Connection) -> None:
+    # Not open when BEGIN failed, or when SQLite already rolled back by itself (some errors,
+    # such as SQLITE_FULL, end the transaction).
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+
+
+def _lock_path(path: Path) -> Path:
+    # A file of its own: SQLite holds POSIX locks on the database file itself, and a process
+    # loses all its POSIX locks on a file when it closes any descriptor of it.
+    return path.with_name(path.name + ".writer-lock")
+
+
+# POSIX record locks belong to a process, not to a descriptor: a second lock by the same process
+# succeeds, and closing either descriptor drops both. So the claims this process holds are
+# counted here, per lock file, and the descriptor is closed when the last Database lets go.
+_claims_lock = threading.Lock()
+_claims: dict[str, list[int]] = {}  # lock file -> [descriptor, Databases sharing it]
+
+
+def _claim_writer_lock(path: Path) -> str | None:
+    """Lock `path`'s lock file against other processes; the key to release it with, or None
+    where POSIX locks do not exist."""
+    if sys.platform == "win32":
+        return None
+    import fcntl
+
+    key = str(_lock_path(path).resolve())
+    with _claims_lock:
+        if key in _claims:
+            _claims[key][1] += 1
+            return key
+        fd = os.open(key, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BaseException as e:
+            os.close(fd)
+            if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EAGAIN):
+                raise DatabaseUnavailable(f"{ANOTHER_WRITER} (SQLite {path})") from None
+            raise
+        _claims[key] = [fd, 1]
+        return key
+
+
+def _release_writer_lock(key: str) -> None:
+    with _claims_lock:
+        claim = _claims[key]
+        claim[1] -= 1
+        if claim[1] == 0:
+            del _claims[key]
+            os.close(claim[0])
+
+
 class SqliteTxn(Txn):
     dialect = "sqlite"
 
@@ -115,6 +198,7 @@ class SqliteDatabase(Database):
         self._writer = _Connection(str(path), "sqlite-writer")
         self._reader = _Connection(str(path), "sqlite-reader")
         self._write_lock = asyncio.Lock()
+        self._writer_claim: str | None = None
 
     @classmethod
     async def open(cls, path: Path) -> SqliteDatabase:
@@ -131,16 +215,38 @@ class SqliteDatabase(Database):
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Txn]:
-        async with self._write_lock:
-            txn = SqliteTxn(self._writer)
-            await self._writer.run(_execute("BEGIN IMMEDIATE", ()))
-            try:
-                yield txn
-            except BaseException:
-                await self._writer.run(_execute("ROLLBACK", ()))
-                raise
-            await self._writer.run(_execute("COMMIT", ()))
-        run_after_commit(txn)
+        # Cancellation safety: BEGIN, COMMIT and ROLLBACK run to completion even when the task
+        # is cancelled (once or repeatedly) meanwhile; the writer thread would finish them
+        # anyway, behind the caller's back. Every exit that did not commit rolls back before
+        # the write lock is released, so the next transaction finds the connection idle.
+        txn = SqliteTxn(self._writer)
+        committed = False
+
+        def commit(conn: sqlite3.Connection) -> None:
+            nonlocal committed
+            conn.execute("COMMIT")
+            committed = True
+
+        try:
+            async with self._write_lock:
+                try:
+                    await self._writer.run_to_completion(_begin)
+                    yield txn
+                    await self._writer.run_to_completion(commit)
+                finally:
+                    if not committed:
+                        await self._rollback()
+        finally:
+            # Also when a cancellation arrived during a COMMIT that succeeded.
+            if committed:
+                run_after_commit(txn)
+
+    async def _rollback(self) -> None:
+        try:
+            await self._writer.run_to_completion(_rollback_if_open)
+        except sqlite3.Error:
+            # Keep the exception that caused the rollback; the next BEGIN rolls back again.
+            logger.exception("ROLLBACK failed on the SQLite writer connection")
 
     async def execute(self, sql: str, *args: Any) -> None:
         async with self.transaction() as txn:
@@ -165,8 +271,27 @@ class SqliteDatabase(Database):
                 raise
 
         async with self._write_lock:
-            await self._writer.run(run)
+            # To completion: the lock must not be released while the script still runs.
+            await self._writer.run_to_completion(run)
+
+    async def lock_single_writer(self) -> None:
+        # SQLite's own locking serialises transactions, not the allocation of stream positions
+        # and state group IDs from in-process counters: a second writer would hand out the same
+        # values, and its inserts (or the first one's) would then fail on the primary keys.
+        # Only other processes are excluded: Databases on one file in this process share the
+        # claim (tests start two applications on one data directory; one process serves every
+        # listener from one application, so a server never does).
+        async def claim() -> None:
+            self._writer_claim = await asyncio.to_thread(_claim_writer_lock, self.path)
+
+        if self._writer_claim is None:
+            # To completion, so that a claim taken as start-up is cancelled is still recorded,
+            # and released by close().
+            await finish_despite_cancellation(claim())
 
     async def close(self) -> None:
         await self._reader.close()
         await self._writer.close()
+        if self._writer_claim is not None:
+            claim, self._writer_claim = self._writer_claim, None
+            await asyncio.to_thread(_release_writer_lock, claim)

@@ -108,9 +108,3 @@ CREATE TABLE room_memberships (
     stream_ordering BIGINT NOT NULL
 );
 CREATE INDEX room_memberships_user ON room_memberships (user_id, room_id);
-
-CREATE TABLE redactions (
-    event_id TEXT PRIMARY KEY,
-    redacts TEXT NOT NULL
-);
-CREATE INDEX redactions_redacts ON redactions (redacts);

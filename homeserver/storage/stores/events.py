@@ -10,6 +10,7 @@ from typing import Generic, TypeVar
 
 from homeserver.events.event import Event
 from homeserver.events.room_versions import get_room_version
+from homeserver.state.store import auth_difference
 from homeserver.storage.database import Database
 
 K = TypeVar("K")
@@ -139,10 +140,7 @@ class EventsStore:
     ) -> set[str]:
         """State res v2 "auth difference", with each set's own events counted in its chain as
         homeserver.state.store.StateResolutionStore documents."""
-        chains = [await self.get_auth_chain_ids(s) | s for s in state_sets]
-        if not chains:
-            return set()
-        return set().union(*chains) - chains[0].intersection(*chains[1:])
+        return auth_difference([await self.get_auth_chain_ids(s) | s for s in state_sets])
 
     async def get_forward_extremities(self, room_id: str) -> list[str]:
         rows = await self.db.fetch(
@@ -150,17 +148,20 @@ class EventsStore:
         )
         return [r[0] for r in rows]
 
-    async def get_prev_event_ids(self, event_id: str) -> list[str]:
-        rows = await self.db.fetch(
-            "SELECT prev_event_id FROM event_edges WHERE event_id = $1", event_id
-        )
-        return [r[0] for r in rows]
-
-    async def get_max_depth(self, event_ids: Collection[str]) -> int:
+    async def get_event_ids_with_live_children(self, event_ids: Collection[str]) -> set[str]:
+        """Which of `event_ids` a stored live event (not an outlier, rejected or soft-failed)
+        names as a prev_event: those are not forward extremities, whenever they arrive."""
         if not event_ids:
-            return 0
-        clause, arg = self.db.in_list("event_id", 1, event_ids)
-        return await self.db.fetchval(f"SELECT MAX(depth) FROM events WHERE {clause}", arg) or 0
+            return set()
+        clause, arg = self.db.in_list("ed.prev_event_id", 1, event_ids)
+        rows = await self.db.fetch(
+            "SELECT DISTINCT ed.prev_event_id FROM event_edges ed"
+            " JOIN events e ON e.event_id = ed.event_id"
+            f" WHERE {clause} AND NOT e.outlier AND NOT e.soft_failed"
+            " AND e.rejected_reason IS NULL",
+            arg,
+        )
+        return {r[0] for r in rows}
 
     async def get_stream_events(
         self, room_id: str, from_exclusive: int, to_inclusive: int, limit: int
@@ -168,7 +169,8 @@ class EventsStore:
         """The room's live events between two stream positions, newest `limit`, oldest first."""
         rows = await self.db.fetch(
             "SELECT event_id FROM events WHERE room_id = $1 AND stream_ordering > $2"
-            " AND stream_ordering <= $3 AND NOT outlier AND rejected_reason IS NULL"
+            " AND stream_ordering <= $3 AND NOT outlier AND NOT soft_failed"
+            " AND rejected_reason IS NULL"
             " ORDER BY stream_ordering DESC LIMIT $4",
             room_id,
             from_exclusive,

@@ -201,7 +201,8 @@ class PersistEventsStore:
                 for e, ctx in items
             ],
         )
-        accepted = [e for e, ctx in items if ctx.rejected_reason is None]
+        # Soft-failed events are stored but never take effect, so they are not memberships.
+        accepted = [e for e, ctx in items if ctx.rejected_reason is None and not ctx.soft_failed]
         await txn.executemany(
             "INSERT INTO room_memberships (event_id, room_id, user_id, sender, membership,"
             " stream_ordering) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -210,10 +211,6 @@ class PersistEventsStore:
                 for e in accepted
                 if e.type == MEMBER and e.state_key is not None and e.membership
             ],
-        )
-        await txn.executemany(
-            "INSERT INTO redactions (event_id, redacts) VALUES ($1, $2)",
-            [(e.event_id, e.redacts) for e in accepted if e.type == REDACTION and e.redacts],
         )
 
     async def _insert_edges_txn(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from homeserver.events.event import MEMBER, StateMap
+from homeserver.events.event import StateKey, StateMap
 from homeserver.events.room_versions import RoomVersion, get_room_version
 from homeserver.storage.database import Database
 
@@ -44,6 +44,22 @@ class RoomsStore:
             )
         return {(r[0], r[1]): r[2] for r in rows}
 
+    async def get_current_state_for_keys(
+        self, room_id: str, keys: Collection[StateKey]
+    ) -> StateMap:
+        """The current state at a few keys (what the auth rules read), without loading the
+        rest of a large room's state."""
+        types_clause, types = self.db.in_list("type", 2, {t for t, _ in keys})
+        keys_clause, state_keys = self.db.in_list("state_key", 3, {k for _, k in keys})
+        rows = await self.db.fetch(
+            "SELECT type, state_key, event_id FROM current_state_events"
+            f" WHERE room_id = $1 AND {types_clause} AND {keys_clause}",
+            room_id,
+            types,
+            state_keys,
+        )
+        return {(r[0], r[1]): r[2] for r in rows if (r[0], r[1]) in keys}
+
     async def get_current_state_event_id(
         self, room_id: str, event_type: str, state_key: str
     ) -> str | None:
@@ -56,12 +72,14 @@ class RoomsStore:
         )
         return value
 
+    # The member queries name the type as a literal so that PostgreSQL can use the partial
+    # index current_state_members, whose predicate is that literal.
+
     async def get_membership(self, room_id: str, user_id: str) -> str | None:
         value: str | None = await self.db.fetchval(
             "SELECT membership FROM current_state_events"
-            " WHERE room_id = $1 AND type = $2 AND state_key = $3",
+            " WHERE room_id = $1 AND type = 'm.room.member' AND state_key = $2",
             room_id,
-            MEMBER,
             user_id,
         )
         return value
@@ -69,8 +87,7 @@ class RoomsStore:
     async def get_rooms_for_user(self, user_id: str, membership: str = "join") -> list[str]:
         rows = await self.db.fetch(
             "SELECT room_id FROM current_state_events"
-            " WHERE type = $1 AND state_key = $2 AND membership = $3",
-            MEMBER,
+            " WHERE type = 'm.room.member' AND state_key = $1 AND membership = $2",
             user_id,
             membership,
         )
@@ -79,21 +96,8 @@ class RoomsStore:
     async def get_users_in_room(self, room_id: str, membership: str = "join") -> list[str]:
         rows = await self.db.fetch(
             "SELECT state_key FROM current_state_events"
-            " WHERE room_id = $1 AND type = $2 AND membership = $3",
+            " WHERE room_id = $1 AND type = 'm.room.member' AND membership = $2",
             room_id,
-            MEMBER,
             membership,
         )
         return [r[0] for r in rows]
-
-    async def get_membership_history(
-        self, room_id: str, user_id: str
-    ) -> list[tuple[str, str, int]]:
-        """(event_id, membership, stream_ordering) of every membership event, oldest first."""
-        rows = await self.db.fetch(
-            "SELECT event_id, membership, stream_ordering FROM room_memberships"
-            " WHERE room_id = $1 AND user_id = $2 ORDER BY stream_ordering",
-            room_id,
-            user_id,
-        )
-        return [(r[0], r[1], r[2]) for r in rows]

@@ -19,6 +19,7 @@ from homeserver.storage.stores.events import LruCache
 MAX_DELTA_DEPTH = 100
 
 FrozenStateMap = Mapping[StateKey, str]
+EMPTY_STATE: FrozenStateMap = MappingProxyType({})
 
 
 @dataclass
