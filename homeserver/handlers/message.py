@@ -8,7 +8,7 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 from homeserver.auth_rules import auth_types_for_event, check_auth_rules
 from homeserver.clock import Clock
@@ -23,6 +23,7 @@ from homeserver.storage import Storage
 from homeserver.storage.stores.persist import EventContext, PersistedEvent
 from homeserver.storage.stores.state import EMPTY_STATE
 
+K = TypeVar("K")
 _NOTHING: Mapping[str, Event] = MappingProxyType({})
 
 
@@ -135,25 +136,30 @@ class EventCreationHandler:
             rv, builder.type, builder.sender, builder.state_key, builder.content
         )
         auth_keys = sorted(k for k in wanted if k in state_before)
+        # v12 events do not cite the create event, but the auth rules read it.
+        read_keys = auth_keys + ([(CREATE, "")] if (CREATE, "") in state_before else [])
+        auth_state = await self._load(unstored, {k: state_before[k] for k in read_keys})
+        prev_events: list[Event | str] = list(next_event.prev_event_ids)
+        if rv.event_id_in_pdu:
+            # v1/v2 cite each event with its reference hash, so the events themselves are needed.
+            prevs = await self._load(unstored, {i: i for i in next_event.prev_event_ids})
+            prev_events = [prevs.get(i, i) for i in next_event.prev_event_ids]
         event = builder.build(
-            prev_events=next_event.prev_event_ids,
-            auth_events=[state_before[k] for k in auth_keys],
+            prev_events=prev_events,
+            auth_events=[auth_state.get(k) or state_before[k] for k in auth_keys],
             depth=next_event.depth,
             origin_server_ts=self.clock.time_ms(),
             server_name=self.server.server_name,
             signing_key=self.server.keys.signing_key,
         )
         validate_pdu(rv, event.pdu)
-        # v12 events do not cite the create event, but the auth rules read it.
-        if (CREATE, "") in state_before:
-            auth_keys.append((CREATE, ""))
-        auth_ids = {k: state_before[k] for k in auth_keys}
-        auth_state = {k: unstored[e] for k, e in auth_ids.items() if e in unstored}
-        auth_state.update(
-            await self.state.load_state_events(
-                {k: e for k, e in auth_ids.items() if e not in unstored}
-            )
-        )
         check_auth_rules(event, auth_state)
         await self.state.finish_context(event, context)
         return event
+
+    async def _load(self, unstored: Mapping[str, Event], ids: Mapping[K, str]) -> dict[K, Event]:
+        """The events named by `ids`, from `unstored` or storage; missing ones left out."""
+        found = {k: unstored[e] for k, e in ids.items() if e in unstored}
+        stored = await self.storage.events.get_events(e for e in ids.values() if e not in unstored)
+        found.update({k: stored[e] for k, e in ids.items() if e in stored})
+        return found

@@ -26,6 +26,7 @@ from federation.server.keys import KEY_VALIDITY_MS, ServerKeyServlet, server_key
 from homeserver.app import SERVER_KEYS, STORAGE, build_app
 from homeserver.config import Config, ListenerConfig, OldSigningKey, default_config
 from homeserver.crypto.keys import OldVerifyKey, ServerKeys, load_or_create_server_keys
+from tests.helpers.spec_schemas import assert_valid
 
 ClientFactory = Callable[[web.Application], Awaitable[TestClient[Any, Any]]]
 NOW = 1_700_000_000_000
@@ -37,7 +38,9 @@ class FixedClock:
 
 
 def verify(body: dict[str, Any], server_name: str) -> None:
-    """Verify as a remote server would: with the key the response itself publishes."""
+    """Verify as a remote server would: with the key the response itself publishes; and
+    check the shape against the spec's schema (data/api/server-server/definitions/keys.yaml)."""
+    assert_valid("api/server-server/definitions/keys.yaml", body)
     [(key_id, entry)] = body["verify_keys"].items()
     verify_key = decode_verify_key_bytes(key_id, decode_base64(entry["key"]))
     verify_signed_json(body, server_name, verify_key)
