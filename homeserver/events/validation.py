@@ -274,6 +274,13 @@ def _check_fields(rv: RoomVersion, pdu: Mapping[str, Any]) -> None:
                 f"'room_id' must be absent from an m.room.create event in room version "
                 f"{rv.identifier}"
             )
+        # The room ID is derived from the room's create event, ("m.room.create", ""); Synapse
+        # derives none for another state_key (or none at all) and refuses such a PDU.
+        if pdu.get("state_key") != "":
+            raise InvalidEvent(
+                f"an m.room.create event must have an empty 'state_key' in room version "
+                f"{rv.identifier}"
+            )
     else:
         room_id = _required(pdu, "room_id", str, "a string")
         _check_length(rv, "room_id", room_id)
