@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from homeserver.events.event import MEMBER, Event, StateKey
 from homeserver.events.room_versions import RoomVersion
 from homeserver.handlers.state import StateHandler
-from homeserver.notifier.local import LocalNotifier
+from homeserver.notifier import Notifier
 from homeserver.storage import Storage
 from homeserver.storage.stores.persist import (
     CurrentStateDelta,
@@ -95,7 +95,7 @@ class _Queued:
 
 
 class EventPersister:
-    def __init__(self, storage: Storage, state: StateHandler, notifier: LocalNotifier) -> None:
+    def __init__(self, storage: Storage, state: StateHandler, notifier: Notifier) -> None:
         self.storage = storage
         self.state = state
         self.notifier = notifier

@@ -1,0 +1,13 @@
+"""Wakes waiting requests when the stream moves; see README.md."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+
+class Notifier(Protocol):
+    """What event writers need of a notifier: the in-process `LocalNotifier` today, a Redis
+    one feeding every process's local notifier when the server runs as several."""
+
+    def on_new_event(self, room_id: str, position: int, users: Iterable[str] = ()) -> None: ...
