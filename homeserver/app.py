@@ -19,10 +19,12 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler, Middleware
 from signedjson.key import decode_verify_key_base64
 
+from client_api.http import CORE
 from client_api.middleware import install_client_middleware
+from client_api.routes import install_client_routes
 from federation.server.keys import ServerKeyServlet
 from homeserver.config import RESOURCES, Config, DatabaseConfig, ListenerConfig
-from homeserver.core import Core, build_core
+from homeserver.core import build_core
 from homeserver.crypto.keys import (
     KeyFileError,
     OldVerifyKey,
@@ -39,7 +41,6 @@ SERVER_KEYS = web.AppKey("server_keys", ServerKeys)
 # Set while the app runs: storage opens in a cleanup context, after build_app() returns, and
 # the domain handlers are built on it there.
 STORAGE = web.AppKey("storage", Storage)
-CORE = web.AppKey("core", Core)
 
 # Requests still running after a stop signal get this long before their connections are cut.
 SHUTDOWN_TIMEOUT_S = 10.0
@@ -108,7 +109,13 @@ def _storage_context(
             ) from None
         try:
             app[STORAGE] = storage
-            core = app[CORE] = build_core(storage, config.server_name, app[SERVER_KEYS])
+            core = app[CORE] = build_core(
+                storage,
+                config.server_name,
+                app[SERVER_KEYS],
+                registration=config.registration,
+                public_baseurl=config.public_baseurl,
+            )
             try:
                 yield
             finally:
@@ -199,6 +206,7 @@ async def build_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(_storage_context(config))
 
     ServerKeyServlet(config.server_name, server_keys).register(app.router)
+    install_client_routes(app.router)
     return app
 
 

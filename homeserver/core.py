@@ -6,12 +6,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from homeserver.clock import Clock, SystemClock
+from homeserver.config import RegistrationConfig
 from homeserver.crypto.keys import ServerKeys
+from homeserver.handlers.auth import AuthHandler
 from homeserver.handlers.message import EventCreationHandler, LocalServer
 from homeserver.handlers.persistence import EventPersister
 from homeserver.handlers.remote_events import RemoteEventHandler
 from homeserver.handlers.room import RoomCreationHandler
 from homeserver.handlers.state import StateHandler
+from homeserver.handlers.uia import InteractiveAuth, RegistrationTokens
 from homeserver.notifier.local import LocalNotifier
 from homeserver.storage import Storage
 
@@ -27,10 +30,20 @@ class Core:
     events: EventCreationHandler
     rooms: RoomCreationHandler
     remote_events: RemoteEventHandler
+    auth: AuthHandler
+    registration: RegistrationConfig
+    uia: InteractiveAuth
+    registration_tokens: RegistrationTokens
+    public_baseurl: str | None
 
 
 def build_core(
-    storage: Storage, server_name: str, keys: ServerKeys, clock: Clock | None = None
+    storage: Storage,
+    server_name: str,
+    keys: ServerKeys,
+    clock: Clock | None = None,
+    registration: RegistrationConfig | None = None,
+    public_baseurl: str | None = None,
 ) -> Core:
     clock = clock or SystemClock()
     server = LocalServer(server_name, keys)
@@ -48,4 +61,9 @@ def build_core(
         events=events,
         rooms=RoomCreationHandler(events),
         remote_events=RemoteEventHandler(storage, state, persister),
+        auth=AuthHandler(storage, server_name, clock),
+        registration=registration or RegistrationConfig(),
+        uia=InteractiveAuth(clock),
+        registration_tokens=RegistrationTokens(storage, clock),
+        public_baseurl=public_baseurl,
     )

@@ -110,3 +110,36 @@ class AuthError(Forbidden):
 
 class InvalidEvent(BadJson):
     """An event is malformed: wrong types, over the size limits, not canonical JSON."""
+
+
+class InteractiveAuthRequired(MatrixError):
+    """401 asking the client to complete user-interactive authentication (C-S API "User-
+    interactive authentication API"). The body carries the flows, params and session, plus the
+    stages completed so far; errcode/error only when an attempted stage failed."""
+
+    def __init__(
+        self,
+        session: str,
+        flows: list[list[str]],
+        completed: list[str],
+        params: dict[str, Any] | None = None,
+        failure: MatrixError | None = None,
+    ) -> None:
+        super().__init__(
+            failure.message if failure else "Additional authentication is required",
+            failure.errcode if failure else Codes.UNAUTHORIZED,
+            status=401,
+        )
+        self.body: dict[str, Any] = {
+            "session": session,
+            "flows": [{"stages": stages} for stages in flows],
+            "params": params or {},
+        }
+        if completed:
+            self.body["completed"] = completed
+        if failure is not None:
+            self.body["errcode"] = failure.errcode
+            self.body["error"] = failure.message
+
+    def to_json(self) -> dict[str, Any]:
+        return self.body

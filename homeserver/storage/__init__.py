@@ -11,6 +11,7 @@ from homeserver.storage.engines.postgres import PostgresDatabase
 from homeserver.storage.engines.sqlite import SqliteDatabase
 from homeserver.storage.id_generators import StreamIdGenerator
 from homeserver.storage.migrations import apply_migrations
+from homeserver.storage.stores.accounts import AccountsStore
 from homeserver.storage.stores.events import EventsStore
 from homeserver.storage.stores.persist import PersistEventsStore
 from homeserver.storage.stores.rooms import RoomsStore
@@ -36,6 +37,7 @@ class Storage:
     rooms: RoomsStore
     persist: PersistEventsStore
     stream_ids: StreamIdGenerator
+    accounts: AccountsStore
 
     async def close(self) -> None:
         # Closing the Database also releases its single-writer claim (lock_single_writer).
@@ -90,4 +92,5 @@ async def storage_on(db: Database) -> Storage:
         rooms=RoomsStore(db),
         persist=PersistEventsStore(db, events, state, stream_ids, backfill_ids),
         stream_ids=stream_ids,
+        accounts=AccountsStore(db),
     )

@@ -4,6 +4,7 @@
 the current state (auth events selected as the spec says) without applying it; `send` builds and
 applies it. Each event is signed by the sender's server with the one given key.
 """
+
 from __future__ import annotations
 
 import itertools

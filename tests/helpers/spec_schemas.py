@@ -36,3 +36,33 @@ def spec_validator(relative: str) -> Draft202012Validator:
 def assert_valid(relative: str, instance: Any) -> None:
     errors = sorted(spec_validator(relative).iter_errors(instance), key=lambda e: e.path)
     assert not errors, "; ".join(f"{list(e.path)}: {e.message}" for e in errors)
+
+
+def _pointer(*parts: str) -> str:
+    return "/" + "/".join(p.replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+@functools.cache
+def _response_validator(api: str, path: str, method: str, status: int) -> Draft202012Validator:
+    file = SPEC_DATA / "api" / api
+    if not file.exists():
+        pytest.skip(f"the Matrix spec data is not at {SPEC_DATA} (only beside the project repo)")
+    document = yaml.safe_load(file.read_text())
+    operation = document["paths"][path][method]
+    assert str(status) in operation["responses"], f"{method} {path} never answers {status}"
+    uri = file.as_uri()
+    registry: Registry[Any] = Registry(retrieve=_retrieve).with_resource(  # type: ignore[call-arg]
+        uri, Resource.from_contents(document, DRAFT202012)
+    )
+    pointer = _pointer(
+        "paths", path, method, "responses", str(status), "content", "application/json", "schema"
+    )
+    return Draft202012Validator({"$ref": f"{uri}#{pointer}"}, registry=registry)
+
+
+def assert_response_valid(api: str, path: str, method: str, status: int, body: Any) -> None:
+    """Check a response body against the spec's OpenAPI definition, e.g.
+    ("client-server/registration.yaml", "/register", "post", 200, body)."""
+    validator = _response_validator(api, path, method, status)
+    errors = sorted(validator.iter_errors(body), key=lambda e: e.path)
+    assert not errors, "; ".join(f"{list(e.path)}: {e.message}" for e in errors)

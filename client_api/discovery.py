@@ -1,0 +1,47 @@
+"""Discovery (C-S API "Server discovery", "API standards" versions, "Capabilities")."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from client_api.http import core_of, ok, requester
+from homeserver.events.room_versions import DEFAULT_ROOM_VERSION, KNOWN_ROOM_VERSIONS
+
+# The spec versions whose client endpoints we serve; clients pick features by these.
+SPEC_VERSIONS = ["v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6"]
+
+
+async def versions(_request: web.Request) -> web.Response:
+    return ok({"versions": SPEC_VERSIONS, "unstable_features": {}})
+
+
+async def well_known_client(request: web.Request) -> web.Response:
+    base = core_of(request).public_baseurl or f"{request.scheme}://{request.host}"
+    return ok({"m.homeserver": {"base_url": base.rstrip("/") + "/"}})
+
+
+async def capabilities(request: web.Request) -> web.Response:
+    await requester(request)
+    return ok(
+        {
+            "capabilities": {
+                "m.room_versions": {
+                    "default": DEFAULT_ROOM_VERSION.identifier,
+                    "available": {v: "stable" for v in KNOWN_ROOM_VERSIONS},
+                },
+                "m.change_password": {"enabled": True},
+                "m.set_displayname": {"enabled": True},
+                "m.set_avatar_url": {"enabled": True},
+                "m.3pid_changes": {"enabled": False},
+                "m.get_login_token": {"enabled": False},
+            }
+        }
+    )
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.get("/_matrix/client/versions", versions),
+        web.get("/.well-known/matrix/client", well_known_client),
+        web.get("/_matrix/client/v3/capabilities", capabilities),
+    ]

@@ -1,0 +1,67 @@
+"""Request parsing shared by every client endpoint: JSON bodies, access tokens, path values."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from homeserver.core import Core
+from homeserver.errors import Codes, MatrixError
+from homeserver.handlers.auth import Requester
+
+CORE: web.AppKey[Core] = web.AppKey("core", Core)
+
+
+def core_of(request: web.Request) -> Core:
+    return request.app[CORE]
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object: 400 M_NOT_JSON if it is not JSON, M_BAD_JSON if it
+    is not an object."""
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise MatrixError("Content not JSON.", Codes.NOT_JSON) from None
+    if not isinstance(body, dict):
+        raise MatrixError("Content must be a JSON object.", Codes.BAD_JSON)
+    return body
+
+
+def access_token(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization")
+    if header is not None:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+        raise MatrixError("Invalid Authorization header.", Codes.MISSING_TOKEN)
+    # Deprecated in the spec, still used by older clients and bots.
+    return request.query.get("access_token")
+
+
+async def requester(request: web.Request) -> Requester:
+    token = access_token(request)
+    if token is None:
+        raise MatrixError("Missing access token.", Codes.MISSING_TOKEN)
+    return await core_of(request).auth.requester_for_token(token)
+
+
+def field(body: dict[str, Any], key: str, kind: type, *, required: bool = True) -> Any:
+    """body[key], checked to be of `kind`: 400 M_MISSING_PARAM or M_INVALID_PARAM otherwise."""
+    if key not in body or body[key] is None:
+        if required:
+            raise MatrixError(f"Missing parameter: {key}", Codes.MISSING_PARAM)
+        return None
+    value = body[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise MatrixError(f"Parameter {key} has the wrong type", Codes.INVALID_PARAM)
+    return value
+
+
+def ok(body: dict[str, Any] | None = None, status: int = 200) -> web.Response:
+    return web.json_response(body if body is not None else {}, status=status)

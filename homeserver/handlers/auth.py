@@ -1,0 +1,183 @@
+"""AuthHandler: accounts, devices and tokens (C-S API "Client Authentication", "Login",
+"Account registration"). Passwords are hashed with argon2id in a thread; tokens are random,
+stored as SHA-256 hashes, and revocable per device."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from homeserver.clock import Clock
+from homeserver.errors import Codes, MatrixError
+from homeserver.storage import Storage
+from homeserver.storage.database import Txn
+
+
+@dataclass(frozen=True, slots=True)
+class Requester:
+    """Who is making a request, resolved from its access token."""
+
+    user_id: str
+    device_id: str
+    is_admin: bool
+    access_token_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class LoginResult:
+    user_id: str
+    device_id: str
+    access_token: str
+    refresh_token: str | None
+    expires_in_ms: int | None
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def new_device_id() -> str:
+    return "".join(secrets.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(10))
+
+
+class AuthHandler:
+    # How long an access token lives when the client asked for a refresh token.
+    ACCESS_TOKEN_LIFETIME_MS = 5 * 60 * 1000
+
+    def __init__(self, storage: Storage, server_name: str, clock: Clock) -> None:
+        self.storage = storage
+        self.server_name = server_name
+        self.clock = clock
+        self._hasher = PasswordHasher()
+
+    async def hash_password(self, password: str) -> str:
+        return await asyncio.to_thread(self._hasher.hash, password)
+
+    async def check_password(self, user_id: str, password: str) -> bool:
+        stored = await self.storage.accounts.get_password_hash(user_id)
+        if stored is None or stored[0] is None or stored[1]:
+            # Spend the same time on unknown users, so timing does not reveal who exists.
+            await asyncio.to_thread(self._verify, _DUMMY_HASH, password)
+            return False
+        return await asyncio.to_thread(self._verify, stored[0], password)
+
+    def _verify(self, password_hash: str, password: str) -> bool:
+        try:
+            return self._hasher.verify(password_hash, password)
+        except (VerificationError, InvalidHashError):
+            return False
+
+    async def register(
+        self,
+        localpart: str,
+        password: str | None,
+        *,
+        device_id: str | None = None,
+        device_display_name: str | None = None,
+        is_admin: bool = False,
+        with_device: bool = True,
+        refresh_token: bool = False,
+    ) -> LoginResult | str:
+        """Create an account; returns its login (or just its user ID without a device).
+        Raises M_USER_IN_USE when taken."""
+        user_id = f"@{localpart}:{self.server_name}"
+        password_hash = await self.hash_password(password) if password is not None else None
+        now = self.clock.time_ms()
+        async with self.storage.db.transaction() as txn:
+            created = await self.storage.accounts.create_user_txn(
+                txn, user_id, password_hash, is_admin, now
+            )
+            if not created:
+                raise MatrixError("User ID already taken.", Codes.USER_IN_USE)
+            if not with_device:
+                return user_id
+            return await self._login_txn(
+                txn, user_id, device_id, device_display_name, refresh_token, now
+            )
+
+    async def login(
+        self,
+        user_id: str,
+        *,
+        device_id: str | None,
+        device_display_name: str | None,
+        refresh_token: bool,
+    ) -> LoginResult:
+        """A new access token for a user already authenticated (password checked)."""
+        now = self.clock.time_ms()
+        async with self.storage.db.transaction() as txn:
+            if device_id is not None:
+                # Logging in again with a device ID replaces that device's old tokens.
+                await self.storage.accounts.delete_device_tokens_txn(txn, user_id, device_id)
+            return await self._login_txn(
+                txn, user_id, device_id, device_display_name, refresh_token, now
+            )
+
+    async def _login_txn(
+        self,
+        txn: Txn,
+        user_id: str,
+        device_id: str | None,
+        device_display_name: str | None,
+        refresh_token: bool,
+        now: int,
+    ) -> LoginResult:
+        device_id = device_id or new_device_id()
+        await self.storage.accounts.add_device_txn(
+            txn, user_id, device_id, device_display_name, now
+        )
+        access = "syt_" + secrets.token_urlsafe(32)
+        refresh = "syr_" + secrets.token_urlsafe(32) if refresh_token else None
+        expires_in = self.ACCESS_TOKEN_LIFETIME_MS if refresh_token else None
+        await self.storage.accounts.add_tokens_txn(
+            txn,
+            user_id,
+            device_id,
+            token_hash(access),
+            now + expires_in if expires_in else None,
+            token_hash(refresh) if refresh else None,
+            now,
+        )
+        return LoginResult(user_id, device_id, access, refresh, expires_in)
+
+    async def refresh(self, refresh_token: str) -> LoginResult:
+        """Trade a refresh token for a new access and refresh token (each usable once)."""
+        now = self.clock.time_ms()
+        async with self.storage.db.transaction() as txn:
+            owner = await self.storage.accounts.take_refresh_token_txn(
+                txn, token_hash(refresh_token)
+            )
+            if owner is None:
+                raise MatrixError("Unknown refresh token", Codes.UNKNOWN_TOKEN, status=401)
+            user_id, device_id = owner
+            await self.storage.accounts.delete_device_tokens_txn(txn, user_id, device_id)
+            return await self._login_txn(txn, user_id, device_id, None, True, now)
+
+    async def requester_for_token(self, access_token: str) -> Requester:
+        hashed = token_hash(access_token)
+        owner = await self.storage.accounts.get_token_owner(hashed)
+        if owner is None or owner.deactivated:
+            raise MatrixError("Unrecognised access token", Codes.UNKNOWN_TOKEN, soft_logout=False)
+        if owner.expires_ts is not None and owner.expires_ts <= self.clock.time_ms():
+            # Expired, not revoked: the client may refresh and carry on (soft logout).
+            raise MatrixError("Access token has expired", Codes.UNKNOWN_TOKEN, soft_logout=True)
+        return Requester(owner.user_id, owner.device_id, owner.is_admin, hashed)
+
+    async def logout(self, requester: Requester) -> None:
+        async with self.storage.db.transaction() as txn:
+            await self.storage.accounts.delete_devices_txn(
+                txn, requester.user_id, [requester.device_id]
+            )
+
+    async def logout_all(self, user_id: str) -> None:
+        async with self.storage.db.transaction() as txn:
+            await self.storage.accounts.delete_devices_txn(txn, user_id, None)
+
+
+# A valid argon2 hash of a random password, verified against for unknown users.
+_DUMMY_HASH = PasswordHasher().hash(secrets.token_hex(16))

@@ -1,0 +1,98 @@
+"""User-interactive authentication (C-S API "User-interactive authentication API"): sessions
+that remember completed stages between requests, for registration, password change, device
+deletion and account deactivation."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from homeserver.clock import Clock
+from homeserver.errors import Codes, InteractiveAuthRequired, MatrixError
+from homeserver.storage import Storage
+
+DUMMY = "m.login.dummy"
+PASSWORD = "m.login.password"
+REGISTRATION_TOKEN = "m.login.registration_token"
+
+# A stage checker: given the client's `auth` dict, raise MatrixError unless it passes.
+StageChecker = Callable[[Mapping[str, Any]], Awaitable[None]]
+
+SESSION_LIFETIME_MS = 30 * 60 * 1000
+
+
+@dataclass
+class _Session:
+    created_ts: int
+    completed: list[str] = field(default_factory=list)
+    # What the session was started for; a session cannot be reused for another operation.
+    purpose: str = ""
+
+
+class InteractiveAuth:
+    """In-process sessions: a client completes a flow against one process. (Several worker
+    processes will keep them in the database.)"""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self._sessions: dict[str, _Session] = {}
+
+    async def check(
+        self,
+        auth: Mapping[str, Any] | None,
+        flows: list[list[str]],
+        checkers: Mapping[str, StageChecker],
+        purpose: str,
+    ) -> None:
+        """Return when some flow is complete; otherwise raise InteractiveAuthRequired."""
+        self._expire()
+        session_id = auth.get("session") if auth else None
+        session = self._sessions.get(session_id) if isinstance(session_id, str) else None
+        if session is None or session.purpose != purpose:
+            session_id = secrets.token_urlsafe(16)
+            session = self._sessions[session_id] = _Session(self.clock.time_ms(), purpose=purpose)
+        assert isinstance(session_id, str)
+        failure: MatrixError | None = None
+        stage = auth.get("type") if auth else None
+        if isinstance(stage, str):
+            checker = checkers.get(stage)
+            if checker is None or not any(stage in f for f in flows):
+                failure = MatrixError(f"Unknown auth stage {stage}", Codes.UNRECOGNIZED)
+            else:
+                try:
+                    assert auth is not None
+                    await checker(auth)
+                    if stage not in session.completed:
+                        session.completed.append(stage)
+                except MatrixError as e:
+                    failure = e
+        if any(all(s in session.completed for s in flow) for flow in flows):
+            del self._sessions[session_id]
+            return
+        raise InteractiveAuthRequired(session_id, flows, session.completed, failure=failure)
+
+    def _expire(self) -> None:
+        cutoff = self.clock.time_ms() - SESSION_LIFETIME_MS
+        for key in [k for k, s in self._sessions.items() if s.created_ts < cutoff]:
+            del self._sessions[key]
+
+
+async def dummy_stage(_auth: Mapping[str, Any]) -> None:
+    return None
+
+
+class RegistrationTokens:
+    """The m.login.registration_token stage: a token from the operator, used up on success."""
+
+    def __init__(self, storage: Storage, clock: Clock) -> None:
+        self.storage = storage
+        self.clock = clock
+
+    async def check(self, auth: Mapping[str, Any]) -> None:
+        token = auth.get("token")
+        if not isinstance(token, str) or not await self.storage.accounts.use_registration_token(
+            token, self.clock.time_ms()
+        ):
+            raise MatrixError("Invalid registration token", Codes.UNAUTHORIZED, status=401)

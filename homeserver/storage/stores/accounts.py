@@ -1,0 +1,168 @@
+"""Users, devices and access/refresh tokens (tokens are looked up by their SHA-256)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from homeserver.storage.database import Database, Txn
+
+
+@dataclass(frozen=True, slots=True)
+class TokenOwner:
+    user_id: str
+    device_id: str
+    expires_ts: int | None
+    is_admin: bool
+    deactivated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    user_id: str
+    device_id: str
+    display_name: str | None
+    last_seen_ts: int | None
+    last_seen_ip: str | None
+
+
+class AccountsStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def create_user_txn(
+        self, txn: Txn, user_id: str, password_hash: str | None, is_admin: bool, now: int
+    ) -> bool:
+        """False when the user ID is taken."""
+        rows = await txn.fetch(
+            "INSERT INTO users (user_id, password_hash, is_admin, created_ts)"
+            " VALUES ($1, $2, $3, $4) ON CONFLICT (user_id) DO NOTHING RETURNING user_id",
+            user_id,
+            password_hash,
+            is_admin,
+            now,
+        )
+        return bool(rows)
+
+    async def user_exists(self, user_id: str) -> bool:
+        return await self.db.fetchval("SELECT 1 FROM users WHERE user_id = $1", user_id) is not None
+
+    async def get_password_hash(self, user_id: str) -> tuple[str | None, bool] | None:
+        """(password hash, deactivated), or None for an unknown user."""
+        row = await self.db.fetchrow(
+            "SELECT password_hash, deactivated FROM users WHERE user_id = $1", user_id
+        )
+        return None if row is None else (row[0], bool(row[1]))
+
+    async def set_password_hash(self, user_id: str, password_hash: str | None) -> None:
+        await self.db.execute(
+            "UPDATE users SET password_hash = $2 WHERE user_id = $1", user_id, password_hash
+        )
+
+    async def add_device_txn(
+        self, txn: Txn, user_id: str, device_id: str, display_name: str | None, now: int
+    ) -> None:
+        await txn.execute(
+            "INSERT INTO devices (user_id, device_id, display_name, last_seen_ts)"
+            " VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, device_id) DO UPDATE"
+            " SET display_name = COALESCE(excluded.display_name, devices.display_name)",
+            user_id,
+            device_id,
+            display_name,
+            now,
+        )
+
+    async def add_tokens_txn(
+        self,
+        txn: Txn,
+        user_id: str,
+        device_id: str,
+        access_hash: str,
+        expires_ts: int | None,
+        refresh_hash: str | None,
+        now: int,
+    ) -> None:
+        await txn.execute(
+            "INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts, expires_ts)"
+            " VALUES ($1, $2, $3, $4, $5)",
+            access_hash,
+            user_id,
+            device_id,
+            now,
+            expires_ts,
+        )
+        if refresh_hash is not None:
+            await txn.execute(
+                "INSERT INTO refresh_tokens (token_hash, user_id, device_id, created_ts)"
+                " VALUES ($1, $2, $3, $4)",
+                refresh_hash,
+                user_id,
+                device_id,
+                now,
+            )
+
+    async def get_token_owner(self, access_hash: str) -> TokenOwner | None:
+        row = await self.db.fetchrow(
+            "SELECT t.user_id, t.device_id, t.expires_ts, u.is_admin, u.deactivated"
+            " FROM access_tokens t JOIN users u ON u.user_id = t.user_id"
+            " WHERE t.token_hash = $1",
+            access_hash,
+        )
+        if row is None:
+            return None
+        return TokenOwner(row[0], row[1], row[2], bool(row[3]), bool(row[4]))
+
+    async def take_refresh_token_txn(self, txn: Txn, refresh_hash: str) -> tuple[str, str] | None:
+        """Consume a refresh token: (user_id, device_id), or None if unknown or used."""
+        rows = await txn.fetch(
+            "DELETE FROM refresh_tokens WHERE token_hash = $1 RETURNING user_id, device_id",
+            refresh_hash,
+        )
+        return None if not rows else (rows[0][0], rows[0][1])
+
+    async def delete_device_tokens_txn(self, txn: Txn, user_id: str, device_id: str) -> None:
+        for table in ("access_tokens", "refresh_tokens"):
+            await txn.execute(
+                f"DELETE FROM {table} WHERE user_id = $1 AND device_id = $2", user_id, device_id
+            )
+
+    async def delete_devices_txn(
+        self, txn: Txn, user_id: str, device_ids: list[str] | None
+    ) -> None:
+        """Delete the devices and their tokens; None means every device of the user."""
+        for table in ("access_tokens", "refresh_tokens", "devices"):
+            if device_ids is None:
+                await txn.execute(f"DELETE FROM {table} WHERE user_id = $1", user_id)
+            else:
+                clause, arg = self.db.in_list("device_id", 2, device_ids)
+                await txn.execute(
+                    f"DELETE FROM {table} WHERE user_id = $1 AND {clause}", user_id, arg
+                )
+
+    async def get_devices(self, user_id: str) -> list[Device]:
+        rows = await self.db.fetch(
+            "SELECT user_id, device_id, display_name, last_seen_ts, last_seen_ip FROM devices"
+            " WHERE user_id = $1 ORDER BY device_id",
+            user_id,
+        )
+        return [Device(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+    async def add_registration_token(
+        self, token: str, uses_allowed: int | None, expiry_ts: int | None
+    ) -> None:
+        await self.db.execute(
+            "INSERT INTO registration_tokens (token, uses_allowed, expiry_ts) VALUES ($1, $2, $3)",
+            token,
+            uses_allowed,
+            expiry_ts,
+        )
+
+    async def use_registration_token(self, token: str, now: int) -> bool:
+        """Count one use of a valid token; False when unknown, used up or expired."""
+        rows = await self.db.fetch(
+            "UPDATE registration_tokens SET completed = completed + 1 WHERE token = $1"
+            " AND (uses_allowed IS NULL OR completed < uses_allowed)"
+            " AND (expiry_ts IS NULL OR expiry_ts > $2) RETURNING token",
+            token,
+            now,
+        )
+        return bool(rows)

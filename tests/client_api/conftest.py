@@ -1,0 +1,51 @@
+"""A real aiohttp server with the client API over a real Storage (both databases)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from client_api.http import CORE
+from client_api.middleware import install_client_middleware
+from client_api.routes import install_client_routes
+from homeserver.config import RegistrationConfig
+from homeserver.core import Core, build_core
+from homeserver.crypto.keys import ServerKeys
+from homeserver.storage import Storage
+from tests.helpers.rest import RestHelper
+
+ClientFactory = Callable[[web.Application], Awaitable[TestClient[Any, Any]]]
+
+
+def client_app(core: Core) -> web.Application:
+    app = web.Application()
+    install_client_middleware(app)
+    install_client_routes(app.router)
+    app[CORE] = core
+
+    async def close(_app: web.Application) -> None:
+        await core.persister.close()
+
+    app.on_cleanup.append(close)
+    return app
+
+
+@pytest.fixture
+def client_core(storage: Storage, server_keys: ServerKeys) -> Core:
+    return build_core(
+        storage, "test.local", server_keys, registration=RegistrationConfig(enabled=True)
+    )
+
+
+@pytest.fixture
+async def client(aiohttp_client: ClientFactory, client_core: Core) -> TestClient[Any, Any]:
+    return await aiohttp_client(client_app(client_core))
+
+
+@pytest.fixture
+def rest(client: TestClient[Any, Any]) -> RestHelper:
+    return RestHelper(client)
