@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from client_api.http import core_of, field, json_body, ok, requester
+from client_api.http import client_ip, core_of, field, json_body, ok, requester
 from homeserver.errors import Codes, Forbidden, MatrixError
 from homeserver.handlers.auth import LoginResult
 from homeserver.handlers.uia import DUMMY, REGISTRATION_TOKEN, dummy_stage
@@ -47,6 +47,7 @@ async def register(request: web.Request) -> web.Response:
         raise MatrixError("Guest access is not enabled", Codes.GUEST_ACCESS_FORBIDDEN)
     if not core.registration.enabled:
         raise Forbidden("Registration has been disabled")
+    core.rate_limits.registration_ip.check(client_ip(request))
     username = field(body, "username", str, required=False)
     password = field(body, "password", str, required=False)
     localpart = username.lower() if username else secrets.token_hex(8)
@@ -110,7 +111,9 @@ async def login(request: web.Request) -> web.Response:
     body = await json_body(request)
     if body.get("type") != "m.login.password":
         raise MatrixError("Unknown login type", Codes.UNKNOWN)
+    core.rate_limits.login_ip.check(client_ip(request))
     user_id = _user_id_from_login(body, core.server.server_name)
+    core.rate_limits.login_account.check(user_id)
     password = field(body, "password", str)
     if not await core.auth.check_password(user_id, password):
         raise Forbidden("Invalid username or password")

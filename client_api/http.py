@@ -51,6 +51,12 @@ async def requester(request: web.Request) -> Requester:
     return await core_of(request).auth.requester_for_token(token)
 
 
+def client_ip(request: web.Request) -> str:
+    """The peer address. (Behind a reverse proxy this is the proxy; trusting
+    X-Forwarded-For needs configuration that says which proxies to trust.)"""
+    return request.remote or ""
+
+
 def field(body: dict[str, Any], key: str, kind: type, *, required: bool = True) -> Any:
     """body[key], checked to be of `kind`: 400 M_MISSING_PARAM or M_INVALID_PARAM otherwise."""
     if key not in body or body[key] is None:

@@ -115,6 +115,7 @@ def _storage_context(
                 app[SERVER_KEYS],
                 registration=config.registration,
                 public_baseurl=config.public_baseurl,
+                limits=config.limits,
             )
             try:
                 yield
@@ -197,7 +198,7 @@ async def build_app(config: Config) -> web.Application:
     await asyncio.to_thread(_prepare_directories, config)
     server_keys = await asyncio.to_thread(_load_server_keys, config)
 
-    app = web.Application()
+    app = web.Application(client_max_size=config.limits.max_request_body_size)
     install_client_middleware(app)  # outermost: renders errors raised by everything below
     if any(set(listener.resources) != set(RESOURCES) for listener in config.listeners):
         app.middlewares.append(_resource_gate(config.listeners))

@@ -106,6 +106,24 @@ class RegistrationConfig:
 
 
 @dataclass
+class RateLimit:
+    """A token bucket: `per_second` sustained, up to `burst` at once. 0 per_second: no limit."""
+
+    per_second: float
+    burst: int
+
+
+@dataclass
+class LimitsConfig:
+    # The largest client API request body; media uploads have media.max_upload_size.
+    max_request_body_size: int = 1024 * 1024
+    messages: RateLimit = field(default_factory=lambda: RateLimit(10.0, 50))
+    login_ip: RateLimit = field(default_factory=lambda: RateLimit(0.2, 10))
+    login_account: RateLimit = field(default_factory=lambda: RateLimit(0.1, 5))
+    registration_ip: RateLimit = field(default_factory=lambda: RateLimit(0.1, 5))
+
+
+@dataclass
 class RedisConfig:
     enabled: bool = False
     url: str = "redis://127.0.0.1:6379"
@@ -121,6 +139,7 @@ class Config:
     old_signing_keys: dict[str, OldSigningKey] = field(default_factory=dict)
     registration: RegistrationConfig = field(default_factory=RegistrationConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     log_level: str = "INFO"
     public_baseurl: str | None = None
 
@@ -203,6 +222,9 @@ _INT = _want("an integer", lambda v: isinstance(v, int) and not isinstance(v, bo
 _BOOL = _want("a boolean (true or false)", lambda v: isinstance(v, bool))
 _MAPPING = _want("a mapping", lambda v: isinstance(v, dict))
 _LIST = _want("a list", lambda v: isinstance(v, list))
+_NUMBER = _want(
+    "a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+)
 _STR_LIST = _want(
     "a list of strings", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)
 )
@@ -411,6 +433,29 @@ def _read_registration(s: _Section) -> RegistrationConfig:
     return registration
 
 
+def _read_limits(s: _Section) -> LimitsConfig:
+    d = LimitsConfig()
+
+    def bucket(name: str, default: RateLimit) -> RateLimit:
+        b = s.section(name)
+        limit = RateLimit(
+            per_second=float(b.get("per_second", _NUMBER, default.per_second)),
+            burst=b.get("burst", _INT, default.burst),
+        )
+        b.finish()
+        return limit
+
+    limits = LimitsConfig(
+        max_request_body_size=s.get("max_request_body_size", _size, d.max_request_body_size),
+        messages=bucket("messages", d.messages),
+        login_ip=bucket("login_ip", d.login_ip),
+        login_account=bucket("login_account", d.login_account),
+        registration_ip=bucket("registration_ip", d.registration_ip),
+    )
+    s.finish()
+    return limits
+
+
 def _read_redis(s: _Section) -> RedisConfig:
     d = RedisConfig()
     redis = RedisConfig(enabled=s.get("enabled", _BOOL, d.enabled), url=s.get("url", _STR, d.url))
@@ -448,6 +493,7 @@ def _read_config(raw: Mapping[Any, Any], base: Path, problems: list[str]) -> Con
         old_signing_keys=_read_old_signing_keys(top),
         registration=_read_registration(top.section("registration")),
         redis=_read_redis(top.section("redis")),
+        limits=_read_limits(top.section("limits")),
         log_level=log_level,
         public_baseurl=public_baseurl,
     )
@@ -590,6 +636,28 @@ registration:
   # A secret that lets admin tools create accounts even with registration disabled.
   # Keep it private. Default: not set, which turns that feature off.
   #shared_secret: "a long random string"
+
+# Limits on client requests. Rate limits are token buckets: per_second sustained, burst at
+# once; per_second 0 turns one off. Over a limit a client gets 429 M_LIMIT_EXCEEDED with
+# retry_after_ms.
+limits:
+  # The largest client API request body (media uploads have media.max_upload_size).
+  max_request_body_size: 1M
+  # Events sent, per user.
+  messages:
+    per_second: 10
+    burst: 50
+  # Login attempts per client IP address, and per account.
+  login_ip:
+    per_second: 0.2
+    burst: 10
+  login_account:
+    per_second: 0.1
+    burst: 5
+  # Registrations per client IP address.
+  registration_ip:
+    per_second: 0.1
+    burst: 5
 
 # Redis links several server processes (wake-ups and cache invalidation).
 # A single process does not need it.

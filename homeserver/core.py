@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from homeserver.clock import Clock, SystemClock
-from homeserver.config import RegistrationConfig
+from homeserver.config import LimitsConfig, RegistrationConfig
 from homeserver.crypto.keys import ServerKeys
 from homeserver.handlers.auth import AuthHandler
 from homeserver.handlers.message import EventCreationHandler, LocalServer
@@ -16,6 +16,7 @@ from homeserver.handlers.room import RoomCreationHandler
 from homeserver.handlers.state import StateHandler
 from homeserver.handlers.uia import InteractiveAuth, RegistrationTokens
 from homeserver.notifier.local import LocalNotifier
+from homeserver.ratelimit import RateLimits
 from homeserver.storage import Storage
 
 
@@ -35,6 +36,7 @@ class Core:
     uia: InteractiveAuth
     registration_tokens: RegistrationTokens
     public_baseurl: str | None
+    rate_limits: RateLimits
 
 
 def build_core(
@@ -44,6 +46,7 @@ def build_core(
     clock: Clock | None = None,
     registration: RegistrationConfig | None = None,
     public_baseurl: str | None = None,
+    limits: LimitsConfig | None = None,
 ) -> Core:
     clock = clock or SystemClock()
     server = LocalServer(server_name, keys)
@@ -66,4 +69,5 @@ def build_core(
         uia=InteractiveAuth(clock),
         registration_tokens=RegistrationTokens(storage, clock),
         public_baseurl=public_baseurl,
+        rate_limits=RateLimits.from_config(limits or LimitsConfig(), clock),
     )

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 from client_api.http import CORE
 from client_api.middleware import install_client_middleware
 from client_api.routes import install_client_routes
-from homeserver.config import RegistrationConfig
+from homeserver.config import LimitsConfig, RegistrationConfig
 from homeserver.core import Core, build_core
 from homeserver.crypto.keys import ServerKeys
 from homeserver.storage import Storage
@@ -22,7 +22,7 @@ ClientFactory = Callable[[web.Application], Awaitable[TestClient[Any, Any]]]
 
 
 def client_app(core: Core) -> web.Application:
-    app = web.Application()
+    app = web.Application(client_max_size=LimitsConfig().max_request_body_size)
     install_client_middleware(app)
     install_client_routes(app.router)
     app[CORE] = core
