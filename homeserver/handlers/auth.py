@@ -54,6 +54,7 @@ class AuthHandler:
         self.server_name = server_name
         self.clock = clock
         self._hasher = PasswordHasher()
+        self._dummy_hash: str | None = None
 
     async def hash_password(self, password: str) -> str:
         return await asyncio.to_thread(self._hasher.hash, password)
@@ -62,7 +63,9 @@ class AuthHandler:
         stored = await self.storage.accounts.get_password_hash(user_id)
         if stored is None or stored[0] is None or stored[1]:
             # Spend the same time on unknown users, so timing does not reveal who exists.
-            await asyncio.to_thread(self._verify, _DUMMY_HASH, password)
+            if self._dummy_hash is None:
+                self._dummy_hash = await self.hash_password(secrets.token_hex(16))
+            await asyncio.to_thread(self._verify, self._dummy_hash, password)
             return False
         return await asyncio.to_thread(self._verify, stored[0], password)
 
@@ -177,7 +180,3 @@ class AuthHandler:
     async def logout_all(self, user_id: str) -> None:
         async with self.storage.db.transaction() as txn:
             await self.storage.accounts.delete_devices_txn(txn, user_id, None)
-
-
-# A valid argon2 hash of a random password, verified against for unknown users.
-_DUMMY_HASH = PasswordHasher().hash(secrets.token_hex(16))
