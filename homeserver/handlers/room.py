@@ -50,6 +50,8 @@ class RoomCreationRequest:
     power_level_content_override: Mapping[str, Any] = field(default_factory=dict)
     # Given the creator's power level (trusted_private_chat), or made creators in v12.
     trusted_users: list[str] = field(default_factory=list)
+    # Extra content of the creator's join (their displayname and avatar_url).
+    creator_member_content: Mapping[str, Any] = field(default_factory=dict)
 
 
 def default_power_levels(request: RoomCreationRequest) -> dict[str, Any]:
@@ -117,7 +119,7 @@ class RoomCreationHandler:
         preset = _PRESET_STATE[request.preset]
         given_keys = {(t, k) for t, k, _ in request.initial_state}
         initial: list[tuple[str, str, Mapping[str, Any]]] = [
-            (MEMBER, creator, {"membership": "join"}),
+            (MEMBER, creator, {**request.creator_member_content, "membership": "join"}),
         ]
         # An m.room.power_levels in initial_state takes the default's place.
         levels = next(

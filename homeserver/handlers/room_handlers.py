@@ -1,0 +1,51 @@
+"""The room handlers the Client-Server room endpoints use, built together over one Storage
+(one field of Core, so the composition root wires them in one place)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from homeserver.clock import Clock
+from homeserver.handlers.client_events import ClientEventSerializer
+from homeserver.handlers.directory import DirectoryHandler
+from homeserver.handlers.message import EventCreationHandler
+from homeserver.handlers.room import RoomCreationHandler
+from homeserver.handlers.room_create import RoomCreator
+from homeserver.handlers.room_member import RoomMemberHandler
+from homeserver.handlers.room_reads import RoomReadHandler
+from homeserver.handlers.room_send import RoomSendHandler
+from homeserver.handlers.visibility import HistoryVisibility
+from homeserver.storage import Storage
+from homeserver.storage.stores.room_extras import RoomExtrasStore
+
+
+@dataclass
+class RoomHandlers:
+    extras: RoomExtrasStore
+    visibility: HistoryVisibility
+    serializer: ClientEventSerializer
+    members: RoomMemberHandler
+    directory: DirectoryHandler
+    send: RoomSendHandler
+    create: RoomCreator
+    reads: RoomReadHandler
+
+
+def build_room_handlers(
+    storage: Storage, events: EventCreationHandler, rooms: RoomCreationHandler, clock: Clock
+) -> RoomHandlers:
+    extras = RoomExtrasStore(storage.db)
+    visibility = HistoryVisibility(storage, extras)
+    serializer = ClientEventSerializer(storage, extras, visibility, clock)
+    members = RoomMemberHandler(storage, extras, events)
+    directory = DirectoryHandler(storage, extras, events, clock)
+    return RoomHandlers(
+        extras=extras,
+        visibility=visibility,
+        serializer=serializer,
+        members=members,
+        directory=directory,
+        send=RoomSendHandler(storage, extras, events, members, directory, clock),
+        create=RoomCreator(rooms, members, directory, extras),
+        reads=RoomReadHandler(storage, extras, visibility, serializer, clock),
+    )
