@@ -1,4 +1,5 @@
-"""The `homeserver` command: `generate-config` writes a config and signing key, `run` serves.
+"""The `homeserver` command: `generate-config` writes a config and signing key, `run` serves,
+`register-user` creates an account (see homeserver/register_user.py).
 
 Failures an operator must fix (bad config, unreachable database, unreadable key) end with exit
 code 1 and one line on stderr naming the cause; argparse usage errors exit with 2.
@@ -85,7 +86,45 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve every resource on this one address instead of the configured "
         "listeners (for tests and quick trials)",
     )
+    reg = commands.add_parser(
+        "register-user",
+        help="create an account (the server may be running)",
+        description="Create an account in the configured database. Prompts for the password "
+        "when --password is not given.",
+    )
+    reg.add_argument("--config", required=True, type=Path, metavar="PATH", help="the config file")
+    reg.add_argument("user", metavar="USER", help="a localpart (alice) or @alice:server.name")
+    reg.add_argument("--password", help="the password (prompted for when not given)")
+    reg.add_argument("--admin", action="store_true", help="make the account a server admin")
     return parser
+
+
+def register_user_command(config_path: Path, user: str, password: str | None, admin: bool) -> int:
+    import getpass
+
+    from homeserver.register_user import RegisterUserError, register_user
+
+    try:
+        config = load_config(config_path)
+    except ConfigError as e:
+        where = f" in {e.source}" if e.source else ""
+        return _fail(f"configuration error{where}: {'; '.join(e.problems)}")
+    if password is None:
+        if not sys.stdin.isatty():
+            return _fail("no --password given and no terminal to prompt for one")
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Confirm password: ") != password:
+            return _fail("the passwords do not match")
+    if not password:
+        return _fail("the password must not be empty")
+    try:
+        user_id = asyncio.run(register_user(config, user, password, admin))
+    except RegisterUserError as e:
+        return _fail(str(e))
+    except KeyboardInterrupt:
+        return 130
+    print(f"registered {user_id}{' (admin)' if admin else ''}")
+    return 0
 
 
 def generate_config(server_name: str, config_path: Path, data_dir: Path | None) -> int:
@@ -160,4 +199,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "generate-config":
         return generate_config(args.server_name, args.config, args.data_dir)
+    if args.command == "register-user":
+        return register_user_command(args.config, args.user, args.password, args.admin)
     return run(args.config, args.listen)

@@ -70,6 +70,18 @@ class LocalNotifier:
         for listener in woken:
             listener._wake(position)
 
+    def on_new_data(self, room_ids: Iterable[str] = (), users: Iterable[str] = ()) -> None:
+        """Wake the listeners of `room_ids` and of `users` for data outside the event stream
+        (typing, receipts, presence, account data): those streams have positions of their own
+        in the sync token, so the event position does not move."""
+        woken: set[Listener] = set()
+        for room_id in room_ids:
+            woken.update(self._by_room.get(room_id, ()))
+        for user_id in users:
+            woken.update(self._by_user.get(user_id, ()))
+        for listener in woken:
+            listener._wake(listener.position)
+
 
 def _discard(index: dict[str, set[Listener]], key: str, listener: Listener) -> None:
     listeners = index.get(key)
