@@ -4,9 +4,33 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from client_api import account, discovery
+from client_api import (
+    account,
+    account_data,
+    devices,
+    directory,
+    discovery,
+    ephemeral,
+    filters,
+    profile,
+    room_reads,
+    rooms,
+    sync,
+)
 
 
 def install_client_routes(router: web.UrlDispatcher) -> None:
-    for module in (discovery, account):
+    for module in (
+        discovery,
+        account,
+        profile,
+        devices,
+        account_data,
+        ephemeral,
+        rooms,
+        room_reads,
+        directory,
+        filters,
+        sync,
+    ):
         router.add_routes(module.routes())

@@ -8,16 +8,26 @@ from dataclasses import dataclass
 from homeserver.clock import Clock, SystemClock
 from homeserver.config import LimitsConfig, RegistrationConfig
 from homeserver.crypto.keys import ServerKeys
+from homeserver.handlers.account_data import AccountDataHandler
 from homeserver.handlers.auth import AuthHandler
+from homeserver.handlers.devices import DeviceHandler
+from homeserver.handlers.filters import FilterHandler
 from homeserver.handlers.message import EventCreationHandler, LocalServer
 from homeserver.handlers.persistence import EventPersister
+from homeserver.handlers.presence import PresenceHandler
+from homeserver.handlers.profile import ProfileHandler
+from homeserver.handlers.receipts import ReceiptsHandler
 from homeserver.handlers.remote_events import RemoteEventHandler
 from homeserver.handlers.room import RoomCreationHandler
+from homeserver.handlers.room_handlers import RoomHandlers, build_room_handlers
 from homeserver.handlers.state import StateHandler
+from homeserver.handlers.sync import SyncHandler, build_sync_handler
+from homeserver.handlers.typing import TypingHandler
 from homeserver.handlers.uia import InteractiveAuth, RegistrationTokens
 from homeserver.notifier.local import LocalNotifier
 from homeserver.ratelimit import RateLimits
 from homeserver.storage import Storage
+from homeserver.storage.stores.user_data import UserDataStore
 
 
 @dataclass
@@ -37,6 +47,19 @@ class Core:
     registration_tokens: RegistrationTokens
     public_baseurl: str | None
     rate_limits: RateLimits
+    # Per-user data (issue 3): profiles, devices, account data, receipts, typing, presence.
+    user_data: UserDataStore
+    profile: ProfileHandler
+    devices: DeviceHandler
+    account_data: AccountDataHandler
+    receipts: ReceiptsHandler
+    typing: TypingHandler
+    presence: PresenceHandler
+    # The room endpoints (issue 3, "Rooms"): membership, sending, reads, aliases.
+    room_api: RoomHandlers
+    # /sync and filters (issue 3, "Syncing", "Filtering").
+    filters: FilterHandler
+    sync: SyncHandler
 
 
 def build_core(
@@ -54,7 +77,11 @@ def build_core(
     state = StateHandler(storage)
     persister = EventPersister(storage, state, notifier)
     events = EventCreationHandler(storage, state, persister, server, clock)
-    return Core(
+    auth = AuthHandler(storage, server_name, clock)
+    uia = InteractiveAuth(clock)
+    user_data = UserDataStore(storage.db)
+    account_data = AccountDataHandler(user_data, notifier)
+    core = Core(
         server=server,
         storage=storage,
         clock=clock,
@@ -62,12 +89,36 @@ def build_core(
         state=state,
         persister=persister,
         events=events,
-        rooms=RoomCreationHandler(events),
+        rooms=(rooms := RoomCreationHandler(events)),
+        room_api=(room_api := build_room_handlers(storage, events, rooms, clock)),
+        filters=FilterHandler(storage.db, server_name),
+        sync=build_sync_handler(
+            storage,
+            notifier,
+            room_api.serializer,
+            room_api.visibility,
+            forgotten=room_api.extras,
+            ignored=account_data,
+        ),
         remote_events=RemoteEventHandler(storage, state, persister),
-        auth=AuthHandler(storage, server_name, clock),
+        auth=auth,
         registration=registration or RegistrationConfig(),
-        uia=InteractiveAuth(clock),
+        uia=uia,
         registration_tokens=RegistrationTokens(storage, clock),
         public_baseurl=public_baseurl,
         rate_limits=RateLimits.from_config(limits or LimitsConfig(), clock),
+        user_data=user_data,
+        profile=ProfileHandler(storage, user_data, events, server_name),
+        devices=DeviceHandler(storage, user_data, auth, uia, events, clock),
+        account_data=account_data,
+        receipts=ReceiptsHandler(storage, user_data, account_data, notifier, clock),
+        typing=TypingHandler(storage, notifier, clock),
+        presence=PresenceHandler(storage, user_data, notifier, clock, server_name),
     )
+    # The per-user streams beside room events, each under its slot of the sync token.
+    core.sync.add_source("typing", core.typing)
+    core.sync.add_source("receipts", core.receipts)
+    core.sync.add_source("presence", core.presence)
+    core.sync.add_source("account_data", core.account_data)
+    core.sync.set_presence_hook(core.presence)
+    return core

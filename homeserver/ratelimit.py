@@ -35,8 +35,8 @@ class RateLimiter:
             if len(self._buckets) > 100_000:
                 self._forget_idle(now)
             bucket = self._buckets[key] = _Bucket(float(self.limit.burst), now)
-        elapsed = (now - bucket.updated_ms) / 1000
-        bucket.tokens = min(float(self.limit.burst), bucket.tokens + elapsed * self.limit.per_second)
+        refill = (now - bucket.updated_ms) / 1000 * self.limit.per_second
+        bucket.tokens = min(float(self.limit.burst), bucket.tokens + refill)
         bucket.updated_ms = now
         if bucket.tokens >= 1:
             bucket.tokens -= 1
