@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from client_api.devices import requester
-from client_api.http import core_of, json_body, ok
+from client_api.http import core_of, json_body, ok, requester
 from homeserver.errors import Codes, MatrixError
 from homeserver.handlers.account_data import check_own
 

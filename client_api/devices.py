@@ -7,19 +7,10 @@ from typing import Any
 
 from aiohttp import web
 
-from client_api.http import access_token, client_ip, core_of, field, json_body, ok
-from client_api.http import requester as token_requester
+from client_api.http import access_token, core_of, field, json_body, ok, requester
 from homeserver.errors import Codes, MatrixError
 from homeserver.handlers.auth import Requester
 from homeserver.storage.stores.accounts import Device
-
-
-async def requester(request: web.Request) -> Requester:
-    """The requester, with the device's last_seen_ts/ip recorded (at most once a minute).
-    (Belongs in client_api.http.requester, so that every endpoint records it.)"""
-    who = await token_requester(request)
-    await core_of(request).devices.note_seen(who.user_id, who.device_id, client_ip(request))
-    return who
 
 
 async def _optional_requester(request: web.Request) -> Requester | None:

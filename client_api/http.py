@@ -45,10 +45,15 @@ def access_token(request: web.Request) -> str | None:
 
 
 async def requester(request: web.Request) -> Requester:
+    """Who is asking, from the access token; records the device's last use (at most once a
+    minute per device, so this costs no write per request)."""
     token = access_token(request)
     if token is None:
         raise MatrixError("Missing access token.", Codes.MISSING_TOKEN)
-    return await core_of(request).auth.requester_for_token(token)
+    core = core_of(request)
+    who = await core.auth.requester_for_token(token)
+    await core.devices.note_seen(who.user_id, who.device_id, client_ip(request))
+    return who
 
 
 def client_ip(request: web.Request) -> str:

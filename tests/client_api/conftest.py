@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 from client_api.http import CORE
 from client_api.middleware import install_client_middleware
 from client_api.routes import install_client_routes
-from homeserver.config import LimitsConfig, RegistrationConfig
+from homeserver.config import LimitsConfig, RateLimit, RegistrationConfig
 from homeserver.core import Core, build_core
 from homeserver.crypto.keys import ServerKeys
 from homeserver.storage import Storage
@@ -34,10 +34,20 @@ def client_app(core: Core) -> web.Application:
     return app
 
 
+OFF = RateLimit(0, 0)
+# Tests register users and send events faster than people do; the limits have their own
+# tests (test_limits.py), which build a core with the default limits.
+UNLIMITED = LimitsConfig(messages=OFF, login_ip=OFF, login_account=OFF, registration_ip=OFF)
+
+
 @pytest.fixture
 def client_core(storage: Storage, server_keys: ServerKeys) -> Core:
     return build_core(
-        storage, "test.local", server_keys, registration=RegistrationConfig(enabled=True)
+        storage,
+        "test.local",
+        server_keys,
+        registration=RegistrationConfig(enabled=True),
+        limits=UNLIMITED,
     )
 
 

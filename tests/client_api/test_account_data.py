@@ -3,10 +3,7 @@ and what /sync will read of them."""
 
 from __future__ import annotations
 
-import pytest
-
 from homeserver.core import Core
-from tests.client_api.user_data_rooms import lift_rate_limits
 from tests.helpers.rest import V3, RestHelper
 from tests.helpers.spec_schemas import assert_response_valid
 
@@ -15,9 +12,6 @@ TAGS = "client-server/tags.yaml"
 ROOM = "!room:test.local"
 
 
-@pytest.fixture(autouse=True)
-def _unlimited(client_core: Core) -> None:
-    lift_rate_limits(client_core)
 
 
 async def test_global_account_data(rest: RestHelper, client_core: Core) -> None:

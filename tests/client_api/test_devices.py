@@ -6,11 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from homeserver.core import Core
 from homeserver.handlers.devices import LAST_SEEN_INTERVAL_MS, DeviceHandler
-from tests.client_api.user_data_rooms import lift_rate_limits, make_room
+from tests.client_api.user_data_rooms import make_room
 from tests.helpers.rest import V3, RestHelper, User
 from tests.helpers.spec_schemas import assert_response_valid, assert_valid
 
@@ -19,9 +17,6 @@ ERROR = "api/client-server/definitions/errors/error.yaml"
 PASSWORD = "correct horse"
 
 
-@pytest.fixture(autouse=True)
-def _unlimited(client_core: Core) -> None:
-    lift_rate_limits(client_core)
 
 
 async def login(

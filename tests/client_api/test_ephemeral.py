@@ -6,21 +6,16 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from homeserver.core import Core
 from homeserver.handlers.presence import IDLE_TIMEOUT_MS
 from homeserver.storage.stores.user_data import PresenceRow
-from tests.client_api.user_data_rooms import lift_rate_limits, make_room, send_message
+from tests.client_api.user_data_rooms import make_room, send_message
 from tests.helpers.rest import V3, RestHelper
 from tests.helpers.spec_schemas import assert_response_valid, assert_valid
 
 ERROR = "api/client-server/definitions/errors/error.yaml"
 
 
-@pytest.fixture(autouse=True)
-def _unlimited(client_core: Core) -> None:
-    lift_rate_limits(client_core)
 
 
 def event_schema(name: str) -> str:

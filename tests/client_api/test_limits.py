@@ -7,9 +7,13 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from homeserver.config import LimitsConfig, RateLimit, parse_config
+from homeserver.config import LimitsConfig, RateLimit, RegistrationConfig, parse_config
+from homeserver.core import build_core
+from homeserver.crypto.keys import ServerKeys
 from homeserver.errors import MatrixError
 from homeserver.ratelimit import RateLimiter
+from homeserver.storage import Storage
+from tests.client_api.conftest import ClientFactory, client_app
 from tests.helpers.rest import V3, RestHelper
 
 
@@ -36,7 +40,13 @@ def test_token_bucket_refills_at_its_rate() -> None:
     RateLimiter(RateLimit(0, 0), clock).check("anyone")  # per_second 0: no limit
 
 
-async def test_login_attempts_are_limited(rest: RestHelper) -> None:
+async def test_login_attempts_are_limited(
+    aiohttp_client: ClientFactory, storage: Storage, server_keys: ServerKeys
+) -> None:
+    core = build_core(
+        storage, "test.local", server_keys, registration=RegistrationConfig(enabled=True)
+    )
+    rest = RestHelper(await aiohttp_client(client_app(core)))
     await rest.register("alice", "secret")
     burst = LimitsConfig().login_account.burst
     for _ in range(burst):

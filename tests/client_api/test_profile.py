@@ -3,10 +3,8 @@ and propagation into the rooms the user is joined to."""
 
 from __future__ import annotations
 
-import pytest
-
 from homeserver.core import Core
-from tests.client_api.user_data_rooms import lift_rate_limits, make_room, member_content
+from tests.client_api.user_data_rooms import make_room, member_content
 from tests.helpers.rest import V3, RestHelper
 from tests.helpers.spec_schemas import assert_response_valid, assert_valid
 
@@ -14,9 +12,6 @@ API = "client-server/profile.yaml"
 ERROR = "api/client-server/definitions/errors/error.yaml"
 
 
-@pytest.fixture(autouse=True)
-def _unlimited(client_core: Core) -> None:
-    lift_rate_limits(client_core)
 
 
 async def test_set_and_get_profile(rest: RestHelper) -> None:

@@ -8,11 +8,8 @@ from typing import Any
 from urllib.parse import quote
 
 from homeserver.core import Core
-from tests.client_api.test_rooms import no_rate_limits
 from tests.helpers.rest import V3, RestHelper, User
 from tests.helpers.spec_schemas import assert_response_valid, assert_valid
-
-__all__ = ["no_rate_limits"]  # the autouse fixture, shared with test_rooms.py
 
 MESSAGES = ("client-server/message_pagination.yaml", "/rooms/{roomId}/messages", "get")
 CONTEXT = ("client-server/event_context.yaml", "/rooms/{roomId}/context/{eventId}", "get")

@@ -6,24 +6,11 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-import pytest
-
-from homeserver.config import LimitsConfig, RateLimit
 from homeserver.core import Core
-from homeserver.ratelimit import RateLimits
 from tests.helpers.rest import V3, RestHelper, User
 from tests.helpers.spec_schemas import assert_response_valid
 
 CREATE = ("client-server/create_room.yaml", "/createRoom", "post")
-
-
-@pytest.fixture(autouse=True)
-def no_rate_limits(client_core: Core) -> None:
-    """These tests register more users and send more events than the default limits allow
-    one address in a few seconds (the limits have their own tests)."""
-    off = RateLimit(0, 0)
-    limits = LimitsConfig(messages=off, login_ip=off, login_account=off, registration_ip=off)
-    client_core.rate_limits = RateLimits.from_config(limits, client_core.clock)
 
 
 async def room_state(rest: RestHelper, user: User, room_id: str) -> dict[tuple[str, str], Any]:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from tests.client_api.test_rooms import no_rate_limits, room_state
+from tests.client_api.test_rooms import room_state
 from tests.helpers.rest import V3, RestHelper
 from tests.helpers.spec_schemas import assert_response_valid
-
-__all__ = ["no_rate_limits"]  # the autouse fixture, shared with test_rooms.py
 
 API = "client-server/directory.yaml"
 ALIAS = "/directory/room/{roomAlias}"

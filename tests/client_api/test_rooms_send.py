@@ -9,11 +9,9 @@ from urllib.parse import quote
 from homeserver.core import Core, build_core
 from homeserver.crypto.keys import ServerKeys
 from homeserver.handlers.auth import Requester
-from tests.client_api.test_rooms import no_rate_limits, room_state
+from tests.client_api.test_rooms import room_state
 from tests.helpers.rest import V3, RestHelper, User
 from tests.helpers.spec_schemas import assert_response_valid, assert_valid
-
-__all__ = ["no_rate_limits"]  # the autouse fixture, shared with test_rooms.py
 
 SEND = ("client-server/room_send.yaml", "/rooms/{roomId}/send/{eventType}/{txnId}", "put")
 PUT_STATE = ("client-server/room_state.yaml", "/rooms/{roomId}/state/{eventType}/{stateKey}", "put")

@@ -8,27 +8,8 @@ import asyncio
 import json
 from typing import Any
 
-import pytest
-
-from homeserver.config import LimitsConfig, RateLimit, RegistrationConfig
-from homeserver.core import Core, build_core
-from homeserver.crypto.keys import ServerKeys
-from homeserver.storage import Storage
 from tests.helpers.rest import RestHelper, User
 from tests.helpers.spec_schemas import assert_response_valid
-
-
-@pytest.fixture
-def client_core(storage: Storage, server_keys: ServerKeys) -> Core:
-    # Many messages and users per test: rate limits are not what is under test here.
-    unlimited = RateLimit(0.0, 0)
-    return build_core(
-        storage,
-        "test.local",
-        server_keys,
-        registration=RegistrationConfig(enabled=True),
-        limits=LimitsConfig(messages=unlimited, registration_ip=unlimited),
-    )
 
 
 def valid(body: Any) -> Any:

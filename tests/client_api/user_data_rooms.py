@@ -3,21 +3,9 @@ domain handlers, so these tests do not depend on the room endpoints."""
 
 from __future__ import annotations
 
-from homeserver.config import LimitsConfig, RateLimit
 from homeserver.core import Core
 from homeserver.events.event import MEMBER
 from homeserver.handlers.room import RoomCreationRequest
-from homeserver.ratelimit import RateLimits
-
-UNLIMITED = RateLimit(0, 0)
-
-
-def lift_rate_limits(core: Core) -> None:
-    """These tests register and log in more users than the default limits let one address."""
-    limits = LimitsConfig(
-        messages=UNLIMITED, login_ip=UNLIMITED, login_account=UNLIMITED, registration_ip=UNLIMITED
-    )
-    core.rate_limits = RateLimits.from_config(limits, core.clock)
 
 
 async def make_room(core: Core, creator: str, *members: str) -> str:

@@ -121,7 +121,10 @@ class PersistEventsStore:
                 if forward_extremities is not None:
                     await self._change_forward_extremities_txn(txn, room_id, forward_extremities)
                 if current_state_delta:
-                    pos = max(live_ids) if live_ids else self.stream_ids.current
+                    # Current state only changes with a live event, whose position the delta
+                    # rows take: a position no client token can already cover.
+                    assert live_ids, "a current-state change needs a live event"
+                    pos = max(live_ids)
                     await self._update_current_state_txn(
                         txn, room_id, current_state_delta, membership_of, pos
                     )
