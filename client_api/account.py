@@ -92,7 +92,7 @@ def _user_id_from_login(body: Mapping[str, Any], server_name: str) -> str:
     identifier = body.get("identifier")
     if isinstance(identifier, dict):
         if identifier.get("type") != "m.id.user":
-            raise MatrixError("Unknown identifier type", Codes.UNKNOWN)
+            raise MatrixError("Unknown identifier type", Codes.UNKNOWN, status=400)
         user = identifier.get("user")
     else:
         user = body.get("user")  # the deprecated top-level field
@@ -110,10 +110,9 @@ async def login(request: web.Request) -> web.Response:
     core = core_of(request)
     body = await json_body(request)
     if body.get("type") != "m.login.password":
-        raise MatrixError("Unknown login type", Codes.UNKNOWN)
+        raise MatrixError("Unknown login type", Codes.UNKNOWN, status=400)
     core.rate_limits.login_ip.check(client_ip(request))
     user_id = _user_id_from_login(body, core.server.server_name)
-    core.rate_limits.login_account.check(user_id)
     password = field(body, "password", str)
     if not await core.auth.check_password(user_id, password):
         raise Forbidden("Invalid username or password")

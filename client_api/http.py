@@ -25,12 +25,20 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        # NaN and Infinity are not JSON (and would make every later /sync invalid JSON).
+        body = json.loads(raw, parse_constant=_reject_constant)
+        if b"\\u" in raw:
+            # An escaped lone surrogate decodes to a str no encoder can write back.
+            json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except (ValueError, UnicodeError, RecursionError):
         raise MatrixError("Content not JSON.", Codes.NOT_JSON) from None
     if not isinstance(body, dict):
         raise MatrixError("Content must be a JSON object.", Codes.BAD_JSON)
     return body
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def access_token(request: web.Request) -> str | None:

@@ -27,6 +27,8 @@ def _int_param(request: web.Request, name: str, default: int) -> int:
         raise InvalidParam(f"{name} must be an integer") from None
     if value < 0:
         raise InvalidParam(f"{name} may not be negative")
+    if value > 2**63 - 1:  # what the databases' BIGINT holds
+        raise InvalidParam(f"{name} is too large")
     return value
 
 

@@ -647,7 +647,8 @@ limits:
   messages:
     per_second: 10
     burst: 50
-  # Login attempts per client IP address, and per account.
+  # Login attempts per client IP address, and wrong passwords per account (at login and
+  # wherever else a password is asked for).
   login_ip:
     per_second: 0.2
     burst: 10

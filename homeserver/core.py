@@ -77,7 +77,8 @@ def build_core(
     state = StateHandler(storage)
     persister = EventPersister(storage, state, notifier)
     events = EventCreationHandler(storage, state, persister, server, clock)
-    auth = AuthHandler(storage, server_name, clock)
+    rate_limits = RateLimits.from_config(limits or LimitsConfig(), clock)
+    auth = AuthHandler(storage, server_name, clock, rate_limits.login_account)
     uia = InteractiveAuth(clock)
     user_data = UserDataStore(storage.db)
     account_data = AccountDataHandler(user_data, notifier)
@@ -106,7 +107,7 @@ def build_core(
         uia=uia,
         registration_tokens=RegistrationTokens(storage, clock),
         public_baseurl=public_baseurl,
-        rate_limits=RateLimits.from_config(limits or LimitsConfig(), clock),
+        rate_limits=rate_limits,
         user_data=user_data,
         profile=ProfileHandler(storage, user_data, events, server_name),
         devices=DeviceHandler(storage, user_data, auth, uia, events, clock),

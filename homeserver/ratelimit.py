@@ -27,6 +27,14 @@ class RateLimiter:
 
     def check(self, key: str) -> None:
         """Take one token for `key`, or raise 429 with how long until one is free."""
+        self._take(key, consume=True)
+
+    def check_available(self, key: str) -> None:
+        """Raise 429 if `key` has no token left, without taking one (for limits that count
+        only failures, such as wrong passwords)."""
+        self._take(key, consume=False)
+
+    def _take(self, key: str, *, consume: bool) -> None:
         if self.limit.per_second <= 0:
             return
         now = self.clock.time_ms()
@@ -39,7 +47,8 @@ class RateLimiter:
         bucket.tokens = min(float(self.limit.burst), bucket.tokens + refill)
         bucket.updated_ms = now
         if bucket.tokens >= 1:
-            bucket.tokens -= 1
+            if consume:
+                bucket.tokens -= 1
             return
         wait_ms = int((1 - bucket.tokens) / self.limit.per_second * 1000) + 1
         raise MatrixError("Too many requests", Codes.LIMIT_EXCEEDED, retry_after_ms=wait_ms)

@@ -30,8 +30,8 @@ FIELDS = (
     "device_lists",
 )
 
-_WIRE = re.compile(r"s(\d{1,19}(?:_\d{1,19})*)\Z")
-_LEGACY = re.compile(r"\d{1,19}\Z")
+_WIRE = re.compile(r"s(\d{1,18}(?:_\d{1,18})*)\Z")
+_LEGACY = re.compile(r"\d{1,18}\Z")
 
 
 class InvalidToken(MatrixError):

@@ -14,6 +14,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from homeserver.clock import Clock
 from homeserver.errors import Codes, MatrixError
+from homeserver.ratelimit import RateLimiter
 from homeserver.storage import Storage
 from homeserver.storage.database import Txn
 
@@ -49,10 +50,20 @@ class AuthHandler:
     # How long an access token lives when the client asked for a refresh token.
     ACCESS_TOKEN_LIFETIME_MS = 5 * 60 * 1000
 
-    def __init__(self, storage: Storage, server_name: str, clock: Clock) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        server_name: str,
+        clock: Clock,
+        failed_logins: RateLimiter | None = None,
+    ) -> None:
         self.storage = storage
         self.server_name = server_name
         self.clock = clock
+        # Wrong passwords per account, wherever a password is checked (login and every
+        # user-interactive password stage); right ones are not counted, so nobody can lock
+        # an account out by failing on purpose faster than its owner logs in.
+        self.failed_logins = failed_logins
         self._hasher = PasswordHasher()
         self._dummy_hash: str | None = None
 
@@ -60,6 +71,16 @@ class AuthHandler:
         return await asyncio.to_thread(self._hasher.hash, password)
 
     async def check_password(self, user_id: str, password: str) -> bool:
+        """Raises 429 once `user_id` has had too many wrong passwords recently."""
+        if self.failed_logins is not None:
+            self.failed_logins.check_available(user_id)
+        if await self._password_matches(user_id, password):
+            return True
+        if self.failed_logins is not None:
+            self.failed_logins.check(user_id)
+        return False
+
+    async def _password_matches(self, user_id: str, password: str) -> bool:
         stored = await self.storage.accounts.get_password_hash(user_id)
         if stored is None or stored[0] is None or stored[1]:
             # Spend the same time on unknown users, so timing does not reveal who exists.

@@ -111,6 +111,12 @@ class ClientEventSerializer:
             out.append(format_client_event(shown, now, extras, include_room_id=include_room_id))
         return out
 
+    async def federation_format(self, events: Sequence[Event]) -> list[dict[str, Any]]:
+        """The PDUs themselves (a filter's event_format "federation"), pruned where a
+        redaction applies: a redacted event's content never leaves the server."""
+        redacted_by = await self._applied_redactions({e.event_id: e for e in events})
+        return [dict((e.redacted() if e.event_id in redacted_by else e).pdu) for e in events]
+
     async def _applied_redactions(self, events: Mapping[str, Event]) -> dict[str, Event]:
         """For each of `events` that a redaction applies to, the first such redaction."""
         pairs = await self.extras.get_redactions_of(list(events))

@@ -5,15 +5,15 @@ events against them."""
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from canonicaljson import encode_canonical_json
 
 from homeserver.errors import BadJson, Codes, Forbidden, MatrixError, NotFound
 from homeserver.events.event import Event
+from homeserver.glob import glob_any
 from homeserver.storage.database import Database
 from homeserver.storage.stores.events import LruCache
 from homeserver.storage.stores.filters import FiltersStore
@@ -22,11 +22,6 @@ from homeserver.storage.stores.filters import FiltersStore
 # the filter asks (the spec leaves both to the server; these are Synapse's defaults).
 DEFAULT_TIMELINE_LIMIT = 10
 MAX_TIMELINE_LIMIT = 100
-
-
-def _glob(patterns: Sequence[str]) -> re.Pattern[str]:
-    # event_filter.yaml: "A `*` can be used as a wildcard to match any sequence of characters."
-    return re.compile("|".join(re.escape(p).replace(r"\*", ".*") for p in patterns) + r"\Z")
 
 
 @dataclass(frozen=True)
@@ -38,21 +33,13 @@ class EventFilter:
     not_types: tuple[str, ...] = ()
     senders: tuple[str, ...] | None = None
     not_senders: tuple[str, ...] = ()
-    _types_re: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
-    _not_types_re: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
-
-    def __post_init__(self) -> None:
-        if self.types is not None:
-            object.__setattr__(self, "_types_re", _glob(self.types))
-        if self.not_types:
-            object.__setattr__(self, "_not_types_re", _glob(self.not_types))
 
     def matches(self, event_type: str, sender: str | None) -> bool:
         """Whether an event of `event_type` sent by `sender` passes; events without a sender
         (account data, ephemeral events) are only checked for their type."""
-        if self._not_types_re is not None and self._not_types_re.match(event_type):
+        if self.not_types and glob_any(self.not_types, event_type):
             return False
-        if self._types_re is not None and not self._types_re.match(event_type):
+        if self.types is not None and not glob_any(self.types, event_type):
             return False
         if sender is not None:
             if sender in self.not_senders:

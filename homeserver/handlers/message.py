@@ -13,9 +13,9 @@ from typing import Any, TypeVar
 from homeserver.auth_rules import auth_types_for_event, check_auth_rules
 from homeserver.clock import Clock
 from homeserver.crypto.keys import ServerKeys
-from homeserver.errors import MatrixError, NotFound
+from homeserver.errors import InvalidEvent, MatrixError, NotFound
 from homeserver.events.builder import EventBuilder
-from homeserver.events.event import CREATE, Event
+from homeserver.events.event import CREATE, MEMBER, Event
 from homeserver.events.validation import validate_pdu
 from homeserver.handlers.persistence import EventPersister, NextEvent, StaleTip
 from homeserver.handlers.state import StateHandler
@@ -66,11 +66,19 @@ class EventCreationHandler:
         room_version = await self.storage.rooms.get_room_version(room_id)
         if room_version is None:
             raise NotFound(f"Unknown room {room_id}")
+        content = dict(content)
+        if event_type == MEMBER:
+            # A restricted join names the user who vouches for it, and the auth rules trust
+            # the name because the server signed it: only the server may choose that user,
+            # never the client's content (restricted joins are decided by the join handler).
+            content.pop("join_authorised_via_users_server", None)
+            if not isinstance(content.get("membership"), str):
+                raise InvalidEvent("'membership' must be a string")
         builder = EventBuilder(
             room_version,
             event_type,
             sender,
-            dict(content),
+            content,
             room_id=room_id,
             state_key=state_key,
             redacts=redacts,

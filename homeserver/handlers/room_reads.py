@@ -17,13 +17,14 @@ from typing import Any
 from homeserver.clock import Clock
 from homeserver.errors import Forbidden, InvalidParam, NotFound
 from homeserver.events.event import MEMBER, Event, StateKey
+from homeserver.glob import glob_match
 from homeserver.handlers.client_events import ClientEventSerializer
 from homeserver.handlers.visibility import HistoryVisibility
 from homeserver.storage import Storage
 from homeserver.storage.stores.room_extras import Position, RoomExtrasStore, TimelineRow
 from homeserver.streams import StreamToken
 
-_TOPO = re.compile(r"t(-?\d{1,19})-(-?\d{1,19})\Z")
+_TOPO = re.compile(r"t(-?\d{1,18})-(-?\d{1,18})\Z")
 MAX_LIMIT = 1000
 # Pages fetched at most to fill one /messages response when visibility hides whole pages.
 _MAX_ROUNDS = 5
@@ -101,9 +102,9 @@ class RoomEventFilter:
         }
 
     def matches(self, event: Event) -> bool:
-        if self.types is not None and not any(_type_match(p, event.type) for p in self.types):
+        if self.types is not None and not any(glob_match(p, event.type) for p in self.types):
             return False
-        if any(_type_match(p, event.type) for p in self.not_types):
+        if any(glob_match(p, event.type) for p in self.not_types):
             return False
         if self.senders is not None and event.sender not in self.senders:
             return False
@@ -114,13 +115,6 @@ class RoomEventFilter:
             if has_url != self.contains_url:
                 return False
         return True
-
-
-def _type_match(pattern: str, event_type: str) -> bool:
-    if "*" not in pattern:
-        return pattern == event_type
-    regex = ".*".join(re.escape(part) for part in pattern.split("*"))
-    return re.fullmatch(regex, event_type) is not None
 
 
 class RoomReadHandler:

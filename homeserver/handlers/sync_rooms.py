@@ -67,7 +67,10 @@ class EventSerializer(Protocol):
         device_id: str | None = None,
         memberships: Mapping[str, str] | None = None,
         include_room_id: bool = True,
+        replaced_state: bool = True,
     ) -> list[JsonDict]: ...
+
+    async def federation_format(self, events: Sequence[Event]) -> list[JsonDict]: ...
 
 
 class ForgottenRooms(Protocol):
@@ -411,11 +414,18 @@ class RoomsSync:
         return out
 
     async def _render(
-        self, ctx: _Sync, events: Sequence[Event], memberships: Mapping[str, str] | None = None
+        self,
+        ctx: _Sync,
+        events: Sequence[Event],
+        memberships: Mapping[str, str] | None = None,
+        *,
+        replaced_state: bool = True,
     ) -> list[JsonDict]:
-        """Events as the filter's event_format and event_fields ask (sync_filter.yaml)."""
+        """Events as the filter's event_format and event_fields ask (sync_filter.yaml).
+        `replaced_state` (prev_content, replaces_state) is for timelines: for a whole state
+        section it would read a state group per event."""
         if ctx.filter.event_format == "federation":
-            rendered = [dict(e.pdu) for e in events]
+            rendered = await self.serializer.federation_format(events)
         else:
             rendered = await self.serializer.serialize(
                 events,
@@ -423,6 +433,7 @@ class RoomsSync:
                 device_id=ctx.device_id,
                 memberships=memberships,
                 include_room_id=False,
+                replaced_state=replaced_state,
             )
         project = field_projector(ctx.filter.event_fields)
         return [project(e) for e in rendered]
@@ -477,7 +488,7 @@ class RoomsSync:
             if sf.limit is not None:
                 per_room[room_id] = per_room[room_id][: sf.limit]
         flat = [e for evs in per_room.values() for e in evs]
-        rendered = await self._render(ctx, flat)
+        rendered = await self._render(ctx, flat, replaced_state=False)
         out: dict[str, list[JsonDict]] = {}
         i = 0
         for room_id, room_events in per_room.items():

@@ -21,6 +21,7 @@ REGISTRATION_TOKEN = "m.login.registration_token"
 StageChecker = Callable[[Mapping[str, Any]], Awaitable[None]]
 
 SESSION_LIFETIME_MS = 30 * 60 * 1000
+MAX_SESSIONS = 10_000
 
 
 @dataclass
@@ -74,9 +75,15 @@ class InteractiveAuth:
         raise InteractiveAuthRequired(session_id, flows, session.completed, failure=failure)
 
     def _expire(self) -> None:
+        # Sessions sit in creation order: drop from the front while they are too old, and the
+        # oldest beyond MAX_SESSIONS, so unauthenticated requests cannot grow this without end.
         cutoff = self.clock.time_ms() - SESSION_LIFETIME_MS
-        for key in [k for k, s in self._sessions.items() if s.created_ts < cutoff]:
-            del self._sessions[key]
+        while self._sessions:
+            oldest_id = next(iter(self._sessions))
+            oldest = self._sessions[oldest_id]
+            if oldest.created_ts >= cutoff and len(self._sessions) <= MAX_SESSIONS:
+                break
+            del self._sessions[oldest_id]
 
 
 async def dummy_stage(_auth: Mapping[str, Any]) -> None:

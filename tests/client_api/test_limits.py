@@ -40,13 +40,30 @@ def test_token_bucket_refills_at_its_rate() -> None:
     RateLimiter(RateLimit(0, 0), clock).check("anyone")  # per_second 0: no limit
 
 
-async def test_login_attempts_are_limited(
+async def default_limits(
     aiohttp_client: ClientFactory, storage: Storage, server_keys: ServerKeys
-) -> None:
+) -> RestHelper:
     core = build_core(
         storage, "test.local", server_keys, registration=RegistrationConfig(enabled=True)
     )
-    rest = RestHelper(await aiohttp_client(client_app(core)))
+    return RestHelper(await aiohttp_client(client_app(core)))
+
+
+async def test_right_passwords_do_not_count_towards_the_lockout(
+    aiohttp_client: ClientFactory, storage: Storage, server_keys: ServerKeys
+) -> None:
+    rest = await default_limits(aiohttp_client, storage, server_keys)
+    await rest.register("alice", "secret")
+    login = {"type": "m.login.password", "user": "alice", "password": "secret"}
+    # More than the per-account burst, but under the per-address one.
+    for _ in range(LimitsConfig().login_account.burst + 2):
+        await rest.request("POST", f"{V3}/login", body=login)
+
+
+async def test_login_attempts_are_limited(
+    aiohttp_client: ClientFactory, storage: Storage, server_keys: ServerKeys
+) -> None:
+    rest = await default_limits(aiohttp_client, storage, server_keys)
     await rest.register("alice", "secret")
     burst = LimitsConfig().login_account.burst
     for _ in range(burst):

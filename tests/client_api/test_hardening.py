@@ -1,0 +1,85 @@
+"""Requests that once got past a check or crashed the server (review of the client API)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp.test_utils import TestClient
+
+from tests.helpers.rest import V3, RestHelper
+
+
+async def test_a_client_cannot_vouch_for_its_own_restricted_join(rest: RestHelper) -> None:
+    alice = await rest.register("alice")
+    bob = await rest.register("bob")
+    other = await rest.create_room(alice)
+    room = await rest.create_room(alice, room_version="10", preset="public_chat")
+    rules = {"join_rule": "restricted", "allow": [{"type": "m.room_membership", "room_id": other}]}
+    await rest.set_state(alice, room, "m.room.join_rules", rules)
+    await rest.join(bob, room, expect=403)
+    # Naming a member who may invite in the content would pass the auth rules, which trust a
+    # server-signed join_authorised_via_users_server; the server must never sign one for a
+    # client.
+    forged = {"membership": "join", "join_authorised_via_users_server": alice.user_id}
+    await rest.set_state(bob, room, "m.room.member", forged, state_key=bob.user_id, expect=403)
+    members = await rest.request("GET", f"{V3}/rooms/{quote(room)}/joined_members", alice)
+    assert list(members["joined"]) == [alice.user_id]
+
+
+async def test_membership_must_be_a_string(rest: RestHelper) -> None:
+    alice = await rest.register("alice")
+    room = await rest.create_room(alice)
+    bad = await rest.set_state(
+        alice, room, "m.room.member", {"membership": []}, state_key=alice.user_id, expect=400
+    )
+    assert bad["errcode"] == "M_BAD_JSON"
+
+
+async def test_non_json_values_are_refused(rest: RestHelper, client: TestClient[Any, Any]) -> None:
+    alice = await rest.register("alice")
+    room = await rest.create_room(alice)
+    path = f"{V3}/rooms/{quote(room)}/send/m.room.message/"
+    deep = "[" * 100_000 + "]" * 100_000
+    for i, raw in enumerate(['{"n": NaN}', '{"n": Infinity}', '{"s": "\\ud800"}', deep]):
+        response = await client.put(f"{path}t{i}", data=raw.encode(), headers=alice.headers)
+        assert response.status == 400, raw[:20]
+        assert (await response.json())["errcode"] == "M_NOT_JSON"
+
+
+async def test_out_of_range_numbers_are_invalid_params(rest: RestHelper) -> None:
+    alice = await rest.register("alice")
+    room = await rest.create_room(alice)
+    for token in ("t9999999999999999999-1", "s9999999999999999999", "9999999999999999999"):
+        body = await rest.messages(alice, room, expect=400, **{"from": token})
+        assert body["errcode"] == "M_INVALID_PARAM"
+    body = await rest.request(
+        "GET",
+        f"/_matrix/client/v1/rooms/{quote(room)}/timestamp_to_event",
+        alice,
+        expect=400,
+        ts="99999999999999999999",
+        dir="f",
+    )
+    assert body["errcode"] == "M_INVALID_PARAM"
+
+
+async def test_unknown_login_types_are_bad_requests(rest: RestHelper) -> None:
+    for body in (
+        {"type": "m.login.token", "token": "x"},
+        {"password": "x", "user": "a"},
+        {"type": "m.login.password", "identifier": {"type": "m.id.phone"}},
+    ):
+        reply = await rest.request("POST", f"{V3}/login", body=body, expect=400)
+        assert reply["errcode"] == "M_UNKNOWN"
+
+
+async def test_redacted_content_stays_hidden_in_the_federation_format(rest: RestHelper) -> None:
+    alice = await rest.register("alice")
+    room = await rest.create_room(alice)
+    secret = await rest.send(alice, room, "my password is hunter2")
+    await rest.request("PUT", f"{V3}/rooms/{quote(room)}/redact/{quote(secret)}/r1", alice, body={})
+    sync_filter = json.dumps({"event_format": "federation"})
+    body = await rest.sync(alice, filter=sync_filter)
+    assert "hunter2" not in json.dumps(body)
