@@ -41,21 +41,27 @@ class RoomSendHandler:
         self._txn_locks = RoomLinearizer()
 
     async def _once(
-        self, requester: Requester, txn_id: str, room_id: str, send: Callable[[], Awaitable[str]]
+        self,
+        requester: Requester,
+        scope: str,
+        txn_id: str,
+        room_id: str,
+        send: Callable[[], Awaitable[str]],
     ) -> str:
-        """Run `send` once per (user, device, txn_id); later calls return its event ID.
+        """Run `send` once per (user, device, scope, txn_id), where `scope` names the endpoint
+        path; later calls return its event ID.
 
         The mapping is written just after the event commits (the persister owns the event's
         transaction), so only a crash between the two can let a retry send a second event.
         """
         user, device = requester.user_id, requester.device_id
-        async with self._txn_locks.lock(f"{user}\x00{device}\x00{txn_id}"):
-            known = await self.extras.get_txn_event(user, device, txn_id)
+        async with self._txn_locks.lock(f"{user}\x00{device}\x00{scope}\x00{txn_id}"):
+            known = await self.extras.get_txn_event(user, device, scope, txn_id)
             if known is not None:
                 return known
             event_id = await send()
             await self.extras.add_txn_event(
-                user, device, txn_id, event_id, room_id, self.clock.time_ms()
+                user, device, scope, txn_id, event_id, room_id, self.clock.time_ms()
             )
             return event_id
 
@@ -78,7 +84,7 @@ class RoomSendHandler:
             )
             return persisted.event.event_id
 
-        return await self._once(requester, txn_id, room_id, send)
+        return await self._once(requester, f"{room_id}/send/{event_type}", txn_id, room_id, send)
 
     async def redact(
         self,
@@ -91,7 +97,7 @@ class RoomSendHandler:
         async def send() -> str:
             return await self._redact(requester, room_id, event_id, content)
 
-        return await self._once(requester, txn_id, room_id, send)
+        return await self._once(requester, f"{room_id}/redact/{event_id}", txn_id, room_id, send)
 
     async def _redact(
         self, requester: Requester, room_id: str, target_id: str, content: Mapping[str, Any]

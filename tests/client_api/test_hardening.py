@@ -83,3 +83,17 @@ async def test_redacted_content_stays_hidden_in_the_federation_format(rest: Rest
     sync_filter = json.dumps({"event_format": "federation"})
     body = await rest.sync(alice, filter=sync_filter)
     assert "hunter2" not in json.dumps(body)
+
+
+async def test_a_transaction_id_is_scoped_to_its_endpoint(rest: RestHelper) -> None:
+    alice = await rest.register("alice")
+    first = await rest.create_room(alice)
+    second = await rest.create_room(alice)
+    one = await rest.send(alice, first, "in the first room", txn_id="same")
+    two = await rest.send(alice, second, "in the second room", txn_id="same")
+    assert one != two
+    assert await rest.send(alice, first, "retry", txn_id="same") == one
+    redaction = await rest.request(
+        "PUT", f"{V3}/rooms/{quote(first)}/redact/{quote(one)}/same", alice, body={}
+    )
+    assert redaction["event_id"] not in (one, two)

@@ -13,14 +13,17 @@ CREATE INDEX room_aliases_room ON room_aliases (room_id);
 
 -- C-S API "Transaction identifiers": PUT .../send/{type}/{txnId} and .../redact/{id}/{txnId}
 -- are idempotent per device; the same txnId from the same device gives the same event.
+-- A transaction ID is scoped to the device and the endpoint's path (C-S API "Transaction
+-- identifiers"): `scope` is the path without the transaction ID.
 CREATE TABLE event_txn_ids (
     user_id TEXT NOT NULL,
     device_id TEXT NOT NULL,
+    scope TEXT NOT NULL,
     txn_id TEXT NOT NULL,
     event_id TEXT NOT NULL,
     room_id TEXT NOT NULL,
     created_ts BIGINT NOT NULL,
-    PRIMARY KEY (user_id, device_id, txn_id)
+    PRIMARY KEY (user_id, device_id, scope, txn_id)
 );
 -- unsigned.transaction_id when serving the sender's own events.
 CREATE INDEX event_txn_ids_event ON event_txn_ids (event_id);

@@ -103,24 +103,36 @@ class RoomExtrasStore:
 
     # -- transaction IDs -----------------------------------------------------------------
 
-    async def get_txn_event(self, user_id: str, device_id: str, txn_id: str) -> str | None:
+    async def get_txn_event(
+        self, user_id: str, device_id: str, scope: str, txn_id: str
+    ) -> str | None:
         value: str | None = await self.db.fetchval(
             "SELECT event_id FROM event_txn_ids"
-            " WHERE user_id = $1 AND device_id = $2 AND txn_id = $3",
+            " WHERE user_id = $1 AND device_id = $2 AND scope = $3 AND txn_id = $4",
             user_id,
             device_id,
+            scope,
             txn_id,
         )
         return value
 
     async def add_txn_event(
-        self, user_id: str, device_id: str, txn_id: str, event_id: str, room_id: str, now: int
+        self,
+        user_id: str,
+        device_id: str,
+        scope: str,
+        txn_id: str,
+        event_id: str,
+        room_id: str,
+        now: int,
     ) -> None:
         await self.db.execute(
-            "INSERT INTO event_txn_ids (user_id, device_id, txn_id, event_id, room_id, created_ts)"
-            " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            "INSERT INTO event_txn_ids"
+            " (user_id, device_id, scope, txn_id, event_id, room_id, created_ts)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
             user_id,
             device_id,
+            scope,
             txn_id,
             event_id,
             room_id,
