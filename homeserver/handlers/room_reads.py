@@ -433,6 +433,11 @@ class RoomReadHandler:
     ) -> dict[str, Any]:
         await self.visibility.require_timeline_access(user_id, room_id)
         found = await self.extras.get_event_near_ts(room_id, ts, forwards)
+        nothing = NotFound(f"No event found {'after' if forwards else 'before'} {ts}")
         if found is None:
-            raise NotFound(f"No event found {'after' if forwards else 'before'} {ts}")
+            raise nothing
+        # Even an event ID says something (that the room was active then): only a visible one.
+        event = await self.storage.events.get_event(found[0])
+        if event is None or not (await self.visibility.filter_events(user_id, [event])).events:
+            raise nothing
         return {"event_id": found[0], "origin_server_ts": found[1]}

@@ -97,3 +97,24 @@ async def test_a_transaction_id_is_scoped_to_its_endpoint(rest: RestHelper) -> N
         "PUT", f"{V3}/rooms/{quote(first)}/redact/{quote(one)}/same", alice, body={}
     )
     assert redaction["event_id"] not in (one, two)
+
+
+async def test_timestamp_to_event_hides_events_after_a_kick(rest: RestHelper) -> None:
+    alice = await rest.register("alice")
+    bob = await rest.register("bob")
+    room = await rest.create_room(alice, preset="public_chat")
+    await rest.request(
+        "PUT",
+        f"{V3}/rooms/{quote(room)}/state/m.room.history_visibility/",
+        alice,
+        body={"history_visibility": "joined"},
+    )
+    await rest.join(bob, room)
+    await rest.request(
+        "POST", f"{V3}/rooms/{quote(room)}/kick", alice, body={"user_id": bob.user_id}
+    )
+    await rest.send(alice, room, "after bob left")
+    path = f"/_matrix/client/v1/rooms/{quote(room)}/timestamp_to_event"
+    found = await rest.request("GET", path, alice, ts="9999999999999", dir="b")
+    hidden = await rest.request("GET", path, bob, expect=404, ts="9999999999999", dir="b")
+    assert hidden["errcode"] == "M_NOT_FOUND" and found["event_id"]
