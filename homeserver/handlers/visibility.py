@@ -11,7 +11,7 @@ from homeserver.errors import Forbidden
 from homeserver.events.event import HISTORY_VISIBILITY, MEMBER, Event, StateKey
 from homeserver.storage import Storage
 from homeserver.storage.stores.events import EventMeta
-from homeserver.storage.stores.room_extras import MembershipRow, RoomExtrasStore
+from homeserver.storage.stores.room_extras import RoomExtrasStore
 
 WORLD_READABLE = "world_readable"
 SHARED = "shared"
@@ -120,12 +120,10 @@ class HistoryVisibility:
         state_events = await self.storage.events.get_events(
             {eid for s in states.values() for eid in s.values()}
         )
-        history: dict[str, list[MembershipRow]] = {}
-        for room_id in {e.room_id for e in events}:
-            history[room_id] = await self.extras.get_user_memberships(room_id, user_id)
-        joins = defaultdict(list)
-        for room_id, rows in history.items():
-            joins[room_id] = [r.stream_ordering for r in rows if r.membership == "join"]
+        joins: defaultdict[str, list[int]] = defaultdict(list)
+        joins.update(
+            await self.extras.get_user_joins_in_rooms({e.room_id for e in events}, user_id)
+        )
 
         def decide(group: int | None, stream: int, room_id: str) -> tuple[bool, str]:
             state = states.get(group, {}) if group is not None else {}

@@ -358,6 +358,23 @@ class RoomExtrasStore:
         )
         return [MembershipRow(r[0], r[1], r[2]) for r in rows]
 
+    async def get_user_joins_in_rooms(
+        self, room_ids: Collection[str], user_id: str
+    ) -> dict[str, list[int]]:
+        """The stream positions of the user's accepted joins, per room, oldest first: one
+        query whatever the number of rooms."""
+        clause, arg = self.db.in_list("room_id", 2, room_ids)
+        rows = await self.db.fetch(
+            "SELECT room_id, stream_ordering FROM room_memberships"
+            f" WHERE user_id = $1 AND membership = 'join' AND {clause} ORDER BY stream_ordering",
+            user_id,
+            arg,
+        )
+        joins: dict[str, list[int]] = {}
+        for room_id, position in rows:
+            joins.setdefault(room_id, []).append(position)
+        return joins
+
     async def get_latest_event_position(self, room_id: str) -> TimelineRow | None:
         """The room's last live event in topological order."""
         row = await self.db.fetchrow(
