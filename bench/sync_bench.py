@@ -198,7 +198,9 @@ def own_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def wait_for_quiet(max_wait_s: float, result: Result, threshold: float = 0.3) -> None:
+async def wait_for_quiet(
+    max_wait_s: float, result: Result, phase: str, threshold: float = 0.3
+) -> None:
     """Wait (at most max_wait_s) until the machine is nearly idle for 3 s: other work on this
     2-core machine (test suites, builds) would be measured as the server's latency."""
     deadline = time.perf_counter() + max_wait_s
@@ -210,7 +212,7 @@ async def wait_for_quiet(max_wait_s: float, result: Result, threshold: float = 0
             return
         if time.perf_counter() > deadline:
             result.notes.append(
-                f"the machine was still busy ({busy:.2f} cores) when the load started"
+                f"the machine was still busy ({busy:.2f} cores) when the {phase} started"
             )
             log(f"  machine busy ({busy:.2f} cores): starting anyway")
             return
@@ -754,7 +756,7 @@ async def run_load(
         send_latency.append((time.perf_counter() - started) * 1000)
         send_ok[i] = True
 
-    await wait_for_quiet(params.quiet_wait, result)
+    await wait_for_quiet(params.quiet_wait, result, "load")
     pollers = [asyncio.create_task(poll(u)) for u in users]
     await asyncio.sleep(1.0)  # let every poll reach the server and settle
     cpu_before = cpu_seconds(target.server.pid) or 0.0
@@ -971,7 +973,7 @@ async def run_target(name: str, params: Params, keep: bool) -> Result:
         if not target.is_synapse:
             _, token = await client.register(BIG_USER)
             big = User(-1, f"@{BIG_USER}:{target.server_name}", token)
-        await wait_for_quiet(params.quiet_wait, result)
+        await wait_for_quiet(params.quiet_wait, result, "initial sync")
         await measure_initial_sync(client, big, params, result)
         result.rss_after_initial_sync_mb = mb(sampler.now_kib())
 
