@@ -144,30 +144,44 @@ class SyncReadsStore:
         event_filter: EventTypeFilter | None = None,
     ) -> dict[str, tuple[list[str], bool]]:
         """room_id -> (the newest `limit` live events in (from, to] oldest first, whether
-        there were more). One statement: per room, an index walk finds the position below
-        which events are cut, then a range read returns the rest."""
+        there were more). One statement: per room, a backward walk of events_room_stream."""
         if not room_ids:
             return {}
         params = _Params(self.db)
         rooms = params.in_list("r.room_id", room_ids)
         low, high = params.add(from_exclusive), params.add(to_inclusive)
         # One more than asked, so that `limited` is known.
-        offset = params.add(limit + 1)
-        inner_filter = _filter_sql(params, "e2", event_filter)
-        outer_filter = _filter_sql(params, "e", event_filter)
-        rows = await self.db.fetch(
-            "SELECT e.room_id, e.event_id, e.stream_ordering FROM ("
-            "  SELECT r.room_id AS room_id, COALESCE(("
-            "    SELECT e2.stream_ordering FROM events e2"
-            f"   WHERE e2.room_id = r.room_id AND e2.stream_ordering > {low}"
-            f"   AND e2.stream_ordering <= {high} AND {_LIVE.format(a='e2')}{inner_filter}"
-            f"   ORDER BY e2.stream_ordering DESC LIMIT 1 OFFSET {offset}"
-            f"  ), {low}) AS low FROM rooms r WHERE {rooms}"
-            ") b JOIN events e ON e.room_id = b.room_id AND e.stream_ordering > b.low"
-            f" WHERE e.stream_ordering <= {high} AND {_LIVE.format(a='e')}{outer_filter}"
-            " ORDER BY e.stream_ordering",
-            *params.values,
-        )
+        count = params.add(limit + 1)
+        if self.db.dialect == "postgres":
+            # LATERAL makes the plan a loop over the rooms, each reading only its newest
+            # events; written as a join, PostgreSQL hashes every event of the rooms instead.
+            sql = (
+                "SELECT t.room_id, t.event_id, t.stream_ordering FROM rooms r CROSS JOIN LATERAL"
+                " (SELECT e.room_id, e.event_id, e.stream_ordering FROM events e"
+                f" WHERE e.room_id = r.room_id AND e.stream_ordering > {low}"
+                f" AND e.stream_ordering <= {high} AND {_LIVE.format(a='e')}"
+                f"{_filter_sql(params, 'e', event_filter)}"
+                f" ORDER BY e.stream_ordering DESC LIMIT {count}) t"
+                f" WHERE {rooms} ORDER BY t.stream_ordering"
+            )
+        else:
+            # SQLite has no LATERAL: per room, an index walk finds the position below which
+            # events are cut, then a range read returns the rest.
+            inner_filter = _filter_sql(params, "e2", event_filter)
+            outer_filter = _filter_sql(params, "e", event_filter)
+            sql = (
+                "SELECT e.room_id, e.event_id, e.stream_ordering FROM ("
+                "  SELECT r.room_id AS room_id, COALESCE(("
+                "    SELECT e2.stream_ordering FROM events e2"
+                f"   WHERE e2.room_id = r.room_id AND e2.stream_ordering > {low}"
+                f"   AND e2.stream_ordering <= {high} AND {_LIVE.format(a='e2')}{inner_filter}"
+                f"   ORDER BY e2.stream_ordering DESC LIMIT 1 OFFSET {count}"
+                f"  ), {low}) AS low FROM rooms r WHERE {rooms}"
+                ") b JOIN events e ON e.room_id = b.room_id AND e.stream_ordering > b.low"
+                f" WHERE e.stream_ordering <= {high} AND {_LIVE.format(a='e')}{outer_filter}"
+                " ORDER BY e.stream_ordering"
+            )
+        rows = await self.db.fetch(sql, *params.values)
         found: dict[str, list[str]] = defaultdict(list)
         for room_id, event_id, _pos in rows:
             found[room_id].append(event_id)
