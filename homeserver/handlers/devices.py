@@ -15,6 +15,7 @@ from homeserver.events.event import MEMBER
 from homeserver.handlers.auth import AuthHandler
 from homeserver.handlers.message import EventCreationHandler
 from homeserver.handlers.uia import PASSWORD, InteractiveAuth, StageChecker
+from homeserver.lru import LruCache
 from homeserver.storage import Storage
 from homeserver.storage.stores.accounts import Device
 from homeserver.storage.stores.user_data import UserDataStore
@@ -47,7 +48,7 @@ class DeviceHandler:
         self.server_name = auth.server_name
         # (user_id, device_id) -> when last_seen was last written, to write at most once a
         # minute per device.
-        self._seen_written: dict[tuple[str, str], int] = {}
+        self._seen_written: LruCache[tuple[str, str], int] = LruCache(100_000)
 
     # -- devices -------------------------------------------------------------------------
 
@@ -79,15 +80,16 @@ class DeviceHandler:
         async with self.storage.db.transaction() as txn:
             await self.storage.accounts.delete_devices_txn(txn, user_id, device_ids)
         for device_id in device_ids:
-            self._seen_written.pop((user_id, device_id), None)
+            self._seen_written.pop((user_id, device_id))
 
     async def note_seen(self, user_id: str, device_id: str, ip: str | None) -> None:
         """Record that the device made a request now, at most once a minute per device."""
         now = self.clock.time_ms()
         key = (user_id, device_id)
-        if now - self._seen_written.get(key, -LAST_SEEN_INTERVAL_MS) < LAST_SEEN_INTERVAL_MS:
+        written = self._seen_written.get_hit(key)
+        if written is not None and now - written < LAST_SEEN_INTERVAL_MS:
             return
-        self._seen_written[key] = now
+        self._seen_written.put(key, now)
         await self.user_data.set_device_last_seen(user_id, device_id, now, ip)
 
     # -- user-interactive auth -----------------------------------------------------------
@@ -171,8 +173,6 @@ class DeviceHandler:
         async with self.storage.db.transaction() as txn:
             await self.user_data.mark_deactivated_txn(txn, user_id)
             await self.storage.accounts.delete_devices_txn(txn, user_id, None)
-        for key in [k for k in self._seen_written if k[0] == user_id]:
-            del self._seen_written[key]
         rooms: list[str] = []
         for membership in ("join", "invite", "knock"):
             rooms += await self.storage.rooms.get_rooms_for_user(user_id, membership)

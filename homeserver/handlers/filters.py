@@ -14,8 +14,8 @@ from canonicaljson import encode_canonical_json
 from homeserver.errors import BadJson, Codes, Forbidden, MatrixError, NotFound
 from homeserver.events.event import Event
 from homeserver.glob import glob_any
+from homeserver.lru import LruCache
 from homeserver.storage.database import Database
-from homeserver.storage.stores.events import LruCache
 from homeserver.storage.stores.filters import FiltersStore
 
 # Timeline events per room when the filter names no limit, and the most we serve whatever

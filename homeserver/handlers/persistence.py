@@ -184,6 +184,7 @@ class EventPersister:
             while queue:
                 batch = queue[: _batch_size(queue)]
                 del queue[: len(batch)]
+                delta = _chain_delta(batch)
                 try:
                     persisted = await self.storage.persist.persist_events(
                         room_id,
@@ -194,7 +195,7 @@ class EventPersister:
                             frozenset(batch[0].event.prev_event_ids),
                             frozenset([batch[-1].event.event_id]),
                         ),
-                        current_state_delta=_chain_delta(batch),
+                        current_state_delta=delta,
                     )
                 except BaseException as e:
                     # Every queued event builds on this batch: fail them all and rebuild from
@@ -210,7 +211,7 @@ class EventPersister:
                 for q, p in zip(batch, persisted, strict=True):
                     if not q.done.done():
                         q.done.set_result(p)
-                self._announce(persisted, [q.context for q in batch])
+                self._announce(persisted, [q.context for q in batch], delta)
         finally:
             # Synchronously, so an event queued from now on starts a new drainer.
             del self._drainers[room_id]
@@ -285,7 +286,7 @@ class EventPersister:
         finally:
             if extremities is not None:
                 self._invalidate(room_id)
-        self._announce(persisted, [ctx for _, ctx in items])
+        self._announce(persisted, [ctx for _, ctx in items], delta)
         return persisted
 
     async def _new_extremities_and_state(
@@ -316,17 +317,28 @@ class EventPersister:
         return change, current_state_delta(old_current, resolved)
 
     def _announce(
-        self, persisted: Sequence[PersistedEvent], contexts: Sequence[EventContext]
+        self,
+        persisted: Sequence[PersistedEvent],
+        contexts: Sequence[EventContext],
+        delta: CurrentStateDelta | None,
     ) -> None:
         """Wake listeners for the live events that clients may see, once the stream's current
-        position has reached them (an event may commit before a lower position does)."""
+        position has reached them (an event may commit before a lower position does). The
+        users whose membership changed (member events, and member keys that state resolution
+        changed) are named, so their syncs see their room set change."""
+        changed_members = {k for (t, k), _ in (delta or {}).items() if t == MEMBER}
         for p, ctx in zip(persisted, contexts, strict=True):
             if p.stream_ordering > 0 and _is_live(ctx):
                 event = p.event
                 users: tuple[str, ...] = ()
                 if event.type == MEMBER and event.state_key:
                     users = (event.state_key,)
+                    changed_members.discard(event.state_key)
                 heapq.heappush(self._unannounced, (p.stream_ordering, event.room_id, users))
+        if changed_members:
+            last = max(p.stream_ordering for p in persisted)
+            room_id = persisted[-1].event.room_id
+            heapq.heappush(self._unannounced, (last, room_id, tuple(sorted(changed_members))))
         current = self.storage.stream_ids.current
         while self._unannounced and self._unannounced[0][0] <= current:
             _position, room_id, users = heapq.heappop(self._unannounced)
@@ -334,6 +346,7 @@ class EventPersister:
                 self.notifier.on_new_event(room_id, current, users)
             except Exception:  # a broken listener must not fail the write that woke it
                 logger.exception("room_id=%s notifying listeners failed", room_id)
+        self.notifier.advance(current)
 
 
 def _is_live(ctx: EventContext) -> bool:

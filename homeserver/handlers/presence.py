@@ -10,6 +10,7 @@ from homeserver.clock import Clock
 from homeserver.errors import Codes, Forbidden, MatrixError, NotFound
 from homeserver.handlers.sync import SyncSourceRequest, SyncSourceUpdates
 from homeserver.identifiers import domain_of
+from homeserver.lru import LruCache
 from homeserver.notifier.local import LocalNotifier
 from homeserver.storage import Storage
 from homeserver.storage.stores.user_data import PresenceRow, UserDataStore
@@ -40,6 +41,10 @@ class PresenceHandler:
         self.notifier = notifier
         self.clock = clock
         self.server_name = server_name
+        # user_id -> last_active_ts of the "online" this process last wrote for them: a
+        # client syncs many times a minute, and each sync would otherwise read presence to
+        # find there is nothing to write.
+        self._online_written: LruCache[str, int] = LruCache(100_000)
 
     async def current_position(self) -> int:
         return await self.user_data.presence_stream.current()
@@ -64,6 +69,9 @@ class PresenceHandler:
         """Activity by the user (a /sync with set_presence=online, a sent message): online
         now. Written at most once a minute while nothing else changes."""
         now = self.clock.time_ms()
+        written = self._online_written.get_hit(user_id)
+        if written is not None and now - written < ACTIVE_GRANULARITY_MS:
+            return
         old = await self.user_data.get_presence(user_id)
         if (
             old is not None
@@ -77,6 +85,10 @@ class PresenceHandler:
         self, user_id: str, state: str, status_msg: str | None, last_active_ts: int
     ) -> None:
         await self.user_data.set_presence(user_id, state, status_msg, last_active_ts)
+        if state == ONLINE:
+            self._online_written.put(user_id, last_active_ts)
+        else:
+            self._online_written.pop(user_id)
         # Everyone sharing a room listens to that room; the user to themselves.
         rooms = await self.storage.rooms.get_rooms_for_user(user_id)
         self.notifier.on_new_data(room_ids=rooms, users=[user_id])

@@ -172,7 +172,7 @@ class SyncHandler:
         while True:
             # Subscribed before the read: whatever commits from here on wakes the wait below.
             # A new listener per round, since the user's rooms may have changed.
-            joined = await self.storage.rooms.get_rooms_for_user(config.user_id)
+            joined = await self.rooms.joined_rooms(config.user_id)
             with self.notifier.listen(config.user_id, joined) as listener:
                 result = await self._sync_once(config)
                 remaining = deadline - loop.time()
@@ -277,5 +277,5 @@ def build_sync_handler(
     forgotten: ForgottenRooms | None = None,
     ignored: IgnoredUsers | None = None,
 ) -> SyncHandler:
-    rooms = RoomsSync(storage, serializer, visibility, forgotten, ignored)
+    rooms = RoomsSync(storage, serializer, visibility, notifier, forgotten, ignored)
     return SyncHandler(storage, notifier, rooms)

@@ -16,13 +16,14 @@ the member events of timeline senders, the syncing user and the heroes.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from homeserver.events.event import MEMBER, Event, StateKey
 from homeserver.handlers.filters import RoomEventFilter, SyncFilter, field_projector
 from homeserver.handlers.sync_summary import room_summaries, stripped_states
+from homeserver.lru import LruCache
 from homeserver.storage import Storage
 from homeserver.storage.stores.events import EventMeta
 from homeserver.storage.stores.state import EMPTY_STATE, FrozenStateMap
@@ -77,6 +78,18 @@ class ForgottenRooms(Protocol):
     async def get_forgotten_room_ids(self, user_id: str) -> set[str]: ...
 
 
+class StreamChanges(Protocol):
+    """What changed after a stream position, from memory (notifier/changes.py). Answers that
+    cannot be given from memory are "changed" or None, and the store is read."""
+
+    @property
+    def position(self) -> int: ...
+
+    def rooms_changed(self, room_ids: Iterable[str], since: int, upto: int) -> set[str] | None: ...
+
+    def membership_changed(self, user_id: str, since: int, upto: int) -> bool: ...
+
+
 class IgnoredUsers(Protocol):
     """C-S API "Ignoring Users": whose events and invites the user is not sent."""
 
@@ -119,7 +132,7 @@ class _Sync:
     since: int | None  # None: initial sync
     full_state: bool
     # room_id -> the user's (membership, event_id) at `now`.
-    memberships: dict[str, tuple[str, str]] = field(default_factory=dict)
+    memberships: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     # Stream positions of the events read so far (for prev_batch).
     positions: dict[str, int] = field(default_factory=dict)
     ignored: frozenset[str] = frozenset()
@@ -179,21 +192,70 @@ def _type_filter(f: RoomEventFilter) -> EventTypeFilter | None:
     return EventTypeFilter(f.types, f.not_types, f.senders, f.not_senders)
 
 
+@dataclass(frozen=True)
+class _KnownMemberships:
+    """A user's (membership, event_id) per room at stream `position`; never mutated."""
+
+    position: int
+    memberships: Mapping[str, tuple[str, str]]
+
+
 class RoomsSync:
     def __init__(
         self,
         storage: Storage,
         serializer: EventSerializer,
         visibility: EventVisibility,
+        changes: StreamChanges,
         forgotten: ForgottenRooms | None = None,
         ignored: IgnoredUsers | None = None,
+        memberships_cache_size: int = 10_000,
     ) -> None:
         self.storage = storage
         self.reads = SyncReadsStore(storage.db)
         self.serializer = serializer
         self.visibility = visibility
+        self.changes = changes
         self.forgotten = forgotten
         self.ignored = ignored
+        # The memberships each syncing user was last seen with: while the notifier has seen
+        # no change to them, the next sync needs no read (most syncs of a long-polling
+        # client).
+        self._memberships: LruCache[str, _KnownMemberships] = LruCache(memberships_cache_size)
+
+    async def joined_rooms(self, user_id: str) -> list[str]:
+        """The rooms the user is joined to now."""
+        known = self._known_memberships(user_id, self.changes.position, self.changes.position)
+        if known is None:
+            return await self.storage.rooms.get_rooms_for_user(user_id)
+        return [r for r, (membership, _e) in known.items() if membership == JOIN]
+
+    def _known_memberships(
+        self, user_id: str, since: int, upto: int
+    ) -> Mapping[str, tuple[str, str]] | None:
+        """The user's memberships at `upto`, if remembered and unchanged in (since, upto]."""
+        known = self._memberships.get_hit(user_id)
+        if known is None:
+            return None
+        low, high = min(since, known.position), max(upto, known.position)
+        if self.changes.membership_changed(user_id, low, high):
+            return None
+        return known.memberships
+
+    async def _memberships_at(
+        self, user_id: str, since: int | None, t: int
+    ) -> tuple[Mapping[str, tuple[str, str]], list[MembershipChange]]:
+        """The user's memberships at `t`, and the changes to them after `since` (all of them
+        after `t` as well; none on an initial sync)."""
+        if since is not None:
+            known = self._known_memberships(user_id, since, t)
+            if known is not None:
+                return known, []
+        current = await self.reads.get_memberships(user_id)
+        changes = await self.reads.get_membership_changes(user_id, t if since is None else since)
+        at_now = memberships_at(current, [c for c in changes if c.stream_ordering > t])
+        self._memberships.put(user_id, _KnownMemberships(t, at_now))
+        return at_now, changes
 
     async def compute(
         self,
@@ -207,9 +269,7 @@ class RoomsSync:
         t = now.events
         # A token from the future (a database restored from backup) syncs from now.
         s = None if since is None else min(since.events, t)
-        current = await self.reads.get_memberships(user_id)
-        changes = await self.reads.get_membership_changes(user_id, t if s is None else s)
-        at_now = memberships_at(current, [c for c in changes if c.stream_ordering > t])
+        at_now, changes = await self._memberships_at(user_id, s, t)
         ctx = _Sync(user_id, device_id, f, now, s, full_state, at_now)
         if self.ignored is not None:
             ctx.ignored = await self.ignored.ignored_users(user_id)
@@ -270,10 +330,14 @@ class RoomsSync:
         self, ctx: _Sync, joined: Mapping[str, str], newly_joined: set[str]
     ) -> dict[str, JsonDict]:
         f, t, s = ctx.filter, ctx.now.events, ctx.since
-        timelines = await self._timelines(ctx, joined, s or 0, {r: t for r in joined})
+        # Rooms with no event in (since, now] have neither timeline nor state to send.
+        changed = None if s is None or ctx.full else self.changes.rooms_changed(joined, s, t)
+        to_read = list(joined) if changed is None else [r for r in joined if r in changed]
+        timelines = {r: _Timeline([], False) for r in joined}
+        timelines.update(await self._timelines(ctx, to_read, s or 0, {r: t for r in to_read}))
         with_changes: dict[str, bool] = {}
-        if not ctx.full:
-            with_changes = await self.reads.get_rooms_with_state_changes(joined, s or 0, t)
+        if not ctx.full and to_read:
+            with_changes = await self.reads.get_rooms_with_state_changes(to_read, s or 0, t)
         member_changes = {r for r, members in with_changes.items() if members}
         summaries = await room_summaries(
             self.storage, self.reads, ctx.user_id, sorted(newly_joined | member_changes)

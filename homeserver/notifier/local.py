@@ -11,6 +11,8 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Iterable
 
+from homeserver.notifier.changes import StreamChangeCache
+
 
 class Listener:
     def __init__(self, notifier: LocalNotifier, user_id: str, room_ids: frozenset[str]) -> None:
@@ -44,9 +46,27 @@ class Listener:
 
 class LocalNotifier:
     def __init__(self, position: int = 0) -> None:
+        # Every event at or before `position` has been announced.
         self.position = position
         self._by_user: dict[str, set[Listener]] = defaultdict(set)
         self._by_room: dict[str, set[Listener]] = defaultdict(set)
+        self._room_changes = StreamChangeCache(position)
+        self._membership_changes = StreamChangeCache(position)
+
+    def advance(self, position: int) -> None:
+        """Every event at or before `position` has been announced (some needed no wake-up)."""
+        self.position = max(self.position, position)
+
+    def rooms_changed(self, room_ids: Iterable[str], since: int, upto: int) -> set[str] | None:
+        """Those of `room_ids` with an event in (since, upto] (all of them when `since` is older
+        than the notifier remembers); None when `upto` has not been announced yet."""
+        if upto > self.position:
+            return None
+        return self._room_changes.changed_entities(room_ids, since)
+
+    def membership_changed(self, user_id: str, since: int, upto: int) -> bool:
+        """Whether the user's membership of any room may have changed in (since, upto]."""
+        return upto > self.position or self._membership_changes.changed_since(user_id, since)
 
     def listen(self, user_id: str, room_ids: Iterable[str]) -> Listener:
         listener = Listener(self, user_id, frozenset(room_ids))
@@ -61,11 +81,14 @@ class LocalNotifier:
             _discard(self._by_room, room_id, listener)
 
     def on_new_event(self, room_id: str, position: int, users: Iterable[str] = ()) -> None:
-        """An event at `position` in `room_id`; `users` are woken even if not listening to the
-        room (the target of an invite or a join, whose room set has just changed)."""
+        """An event at `position` in `room_id`; `users` are those whose membership of the room
+        may have changed with it, woken even if not listening to the room (the target of an
+        invite or a join, whose room set has just changed)."""
         self.position = max(self.position, position)
+        self._room_changes.record(room_id, position)
         woken = set(self._by_room.get(room_id, ()))
         for user_id in users:
+            self._membership_changes.record(user_id, position)
             woken.update(self._by_user.get(user_id, ()))
         for listener in woken:
             listener._wake(position)

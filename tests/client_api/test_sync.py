@@ -8,6 +8,10 @@ import asyncio
 import json
 from typing import Any
 
+from homeserver.core import Core, build_core
+from homeserver.crypto.keys import ServerKeys
+from homeserver.handlers.sync import SyncConfig
+from homeserver.streams import StreamToken
 from tests.helpers.rest import RestHelper, User
 from tests.helpers.spec_schemas import assert_response_valid
 
@@ -344,3 +348,36 @@ async def test_rejoining_sends_the_room_whole_again(rest: RestHelper) -> None:
     room = body["rooms"]["join"][room_id]
     types = {e["type"] for e in room["state"]["events"] + room["timeline"]["events"]}
     assert {"m.room.create", "m.room.name", "m.room.power_levels"} <= types
+
+
+async def test_only_rooms_with_new_events_are_sent(rest: RestHelper) -> None:
+    alice = await rest.register("alice")
+    rooms = [await rest.create_room(alice, name=f"r{i}") for i in range(3)]
+    since = (await sync(rest, alice))["next_batch"]
+    # Twice: the second sync answers from the remembered memberships and room changes.
+    for _ in range(2):
+        sent = await rest.send(alice, rooms[1], "only here")
+        body = await sync(rest, alice, since=since)
+        assert list(body["rooms"]["join"]) == [rooms[1]]
+        assert timeline_ids(body, rooms[1]) == [sent]
+        since = body["next_batch"]
+
+
+async def test_a_token_from_before_a_restart_returns_everything_since_it(
+    rest: RestHelper, client_core: Core, server_keys: ServerKeys
+) -> None:
+    alice = await rest.register("alice")
+    bob = await rest.register("bob")
+    room_id = await rest.create_room(alice, preset="public_chat")
+    await rest.join(bob, room_id)
+    since = (await sync(rest, bob))["next_batch"]
+    sent = [await rest.send(alice, room_id, f"m{i}") for i in range(2)]
+    other = await rest.create_room(alice)
+    await rest.invite(alice, other, bob.user_id)
+    # A new process over the same database: its notifier knows nothing from before it started.
+    restarted = build_core(client_core.storage, "test.local", server_keys)
+    body = await restarted.sync.sync(
+        SyncConfig(bob.user_id, bob.device_id, since=StreamToken.parse(since))
+    )
+    assert [e["event_id"] for e in body["rooms"]["join"][room_id]["timeline"]["events"]] == sent
+    assert list(body["rooms"]["invite"]) == [other]

@@ -1,9 +1,18 @@
-"""Users, devices and access/refresh tokens (tokens are looked up by their SHA-256)."""
+"""Users, devices and access/refresh tokens (tokens are looked up by their SHA-256).
+
+Every request looks its access token up, so token owners are kept in memory. Tokens are
+deleted only here (`delete_devices_txn`, `delete_device_tokens_txn`; deactivating a user
+deletes all of theirs in the same transaction), and each deletion forgets every remembered
+owner, before and after its commit: a revoked token stops working at once. With several
+processes, each one's cache must hear of the deletions (a notifier message), as each one's
+notifier hears of events.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from homeserver.lru import LruCache
 from homeserver.storage.database import Database, Txn
 
 
@@ -26,8 +35,20 @@ class Device:
 
 
 class AccountsStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, token_cache_size: int = 50_000) -> None:
         self.db = db
+        self._owners: LruCache[str, TokenOwner] = LruCache(token_cache_size)
+        # Moves on every deletion: a read that overlapped one does not fill the cache, since
+        # it may have seen the row just before it went.
+        self._deletions = 0
+
+    def _forget_token_owners(self) -> None:
+        self._deletions += 1
+        self._owners = LruCache(self._owners.max_size)
+
+    def _forget_token_owners_txn(self, txn: Txn) -> None:
+        self._forget_token_owners()
+        txn.call_after(self._forget_token_owners)
 
     async def create_user_txn(
         self, txn: Txn, user_id: str, password_hash: str | None, is_admin: bool, now: int
@@ -101,6 +122,10 @@ class AccountsStore:
             )
 
     async def get_token_owner(self, access_hash: str) -> TokenOwner | None:
+        owner = self._owners.get_hit(access_hash)
+        if owner is not None:
+            return owner
+        deletions = self._deletions
         row = await self.db.fetchrow(
             "SELECT t.user_id, t.device_id, t.expires_ts, u.is_admin, u.deactivated"
             " FROM access_tokens t JOIN users u ON u.user_id = t.user_id"
@@ -109,7 +134,10 @@ class AccountsStore:
         )
         if row is None:
             return None
-        return TokenOwner(row[0], row[1], row[2], bool(row[3]), bool(row[4]))
+        owner = TokenOwner(row[0], row[1], row[2], bool(row[3]), bool(row[4]))
+        if deletions == self._deletions:
+            self._owners.put(access_hash, owner)
+        return owner
 
     async def take_refresh_token_txn(self, txn: Txn, refresh_hash: str) -> tuple[str, str] | None:
         """Consume a refresh token: (user_id, device_id), or None if unknown or used."""
@@ -120,6 +148,7 @@ class AccountsStore:
         return None if not rows else (rows[0][0], rows[0][1])
 
     async def delete_device_tokens_txn(self, txn: Txn, user_id: str, device_id: str) -> None:
+        self._forget_token_owners_txn(txn)
         for table in ("access_tokens", "refresh_tokens"):
             await txn.execute(
                 f"DELETE FROM {table} WHERE user_id = $1 AND device_id = $2", user_id, device_id
@@ -129,6 +158,7 @@ class AccountsStore:
         self, txn: Txn, user_id: str, device_ids: list[str] | None
     ) -> None:
         """Delete the devices and their tokens; None means every device of the user."""
+        self._forget_token_owners_txn(txn)
         for table in ("access_tokens", "refresh_tokens", "devices"):
             if device_ids is None:
                 await txn.execute(f"DELETE FROM {table} WHERE user_id = $1", user_id)

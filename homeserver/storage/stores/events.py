@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
 
 from homeserver.events.event import Event
 from homeserver.events.room_versions import get_room_version
+from homeserver.lru import LruCache
 from homeserver.state.store import auth_difference
 from homeserver.storage.database import Database
-
-K = TypeVar("K")
-V = TypeVar("V")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,35 +28,17 @@ class EventMeta:
     state_group_after: int | None
 
 
-class LruCache(Generic[K, V]):
-    """A bounded mapping that forgets the least recently used entry first."""
-
-    def __init__(self, max_size: int) -> None:
-        self.max_size = max_size
-        self._data: OrderedDict[K, V] = OrderedDict()
-
-    def get_hit(self, key: K) -> V | None:
-        value = self._data.get(key)
-        if value is not None:
-            self._data.move_to_end(key)
-        return value
-
-    def put(self, key: K, value: V) -> None:
-        self._data[key] = value
-        self._data.move_to_end(key)
-        if len(self._data) > self.max_size:
-            self._data.popitem(last=False)
-
-
 class EventsStore:
     def __init__(self, db: Database, cache_size: int = 50_000) -> None:
         self.db = db
         # Events are immutable once stored (redaction is applied on the way out, not here).
         self._event_cache: LruCache[str, Event] = LruCache(cache_size)
+        self._meta_cache: LruCache[str, EventMeta] = LruCache(cache_size)
 
-    def remember(self, event: Event) -> None:
-        """Seed the cache with an event that was just persisted."""
+    def remember(self, event: Event, meta: EventMeta) -> None:
+        """Seed the caches with an event that was just persisted."""
         self._event_cache.put(event.event_id, event)
+        self._remember_meta(meta)
 
     async def get_event(self, event_id: str) -> Event | None:
         return (await self.get_events([event_id])).get(event_id)
@@ -90,19 +68,33 @@ class EventsStore:
         return found
 
     async def get_event_metas(self, event_ids: Collection[str]) -> dict[str, EventMeta]:
-        if not event_ids:
-            return {}
-        clause, arg = self.db.in_list("event_id", 1, event_ids)
+        found: dict[str, EventMeta] = {}
+        missing: list[str] = []
+        for event_id in set(event_ids):
+            meta = self._meta_cache.get_hit(event_id)
+            if meta is not None:
+                found[event_id] = meta
+            else:
+                missing.append(event_id)
+        if not missing:
+            return found
+        clause, arg = self.db.in_list("event_id", 1, missing)
         rows = await self.db.fetch(
             "SELECT event_id, room_id, stream_ordering, depth, outlier, rejected_reason,"
             " soft_failed, state_group_before, state_group_after"
             f" FROM events WHERE {clause}",
             arg,
         )
-        return {
-            r[0]: EventMeta(r[0], r[1], r[2], r[3], bool(r[4]), r[5], bool(r[6]), r[7], r[8])
-            for r in rows
-        }
+        for r in rows:
+            meta = EventMeta(r[0], r[1], r[2], r[3], bool(r[4]), r[5], bool(r[6]), r[7], r[8])
+            self._remember_meta(meta)
+            found[meta.event_id] = meta
+        return found
+
+    def _remember_meta(self, meta: EventMeta) -> None:
+        # An outlier's row will change once it is de-outliered; every other row never does.
+        if not meta.outlier:
+            self._meta_cache.put(meta.event_id, meta)
 
     async def get_rejected_event_ids(self, event_ids: Collection[str]) -> set[str]:
         if not event_ids:

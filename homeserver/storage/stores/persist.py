@@ -15,7 +15,7 @@ from canonicaljson import encode_canonical_json
 from homeserver.events.event import CREATE, MEMBER, REDACTION, Event, StateKey
 from homeserver.storage.database import Database, Txn
 from homeserver.storage.id_generators import StreamIdGenerator
-from homeserver.storage.stores.events import EventsStore
+from homeserver.storage.stores.events import EventMeta, EventsStore
 from homeserver.storage.stores.state import FrozenStateMap, NewStateGroup, StateStore, state_delta
 
 # (type, state_key) -> (new event ID or None if removed, previous event ID or None).
@@ -129,8 +129,19 @@ class PersistEventsStore:
                         txn, room_id, current_state_delta, membership_of, pos
                     )
         self._known_rooms.add(room_id)
-        for event, _ctx in items:
-            self.events.remember(event)
+        for event, ctx in items:
+            meta = EventMeta(
+                event.event_id,
+                room_id,
+                positions[event.event_id],
+                event.depth,
+                ctx.outlier,
+                ctx.rejected_reason,
+                ctx.soft_failed,
+                ctx.state_group_before,
+                ctx.state_group_after,
+            )
+            self.events.remember(event, meta)
         return [PersistedEvent(e, positions[e.event_id]) for e, _ in items]
 
     async def _memberships_for(

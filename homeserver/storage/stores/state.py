@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from homeserver.events.event import StateKey
+from homeserver.lru import LruCache
 from homeserver.storage.database import Database, Txn
-from homeserver.storage.stores.events import LruCache
 
 MAX_DELTA_DEPTH = 100
 
