@@ -270,6 +270,7 @@ class FilterHandler:
         # Stored filters never change, so parsed ones are kept: a long-polling client names
         # its filter in every request.
         self._parsed: LruCache[tuple[str, int], SyncFilter] = LruCache(10_000)
+        self._inline: LruCache[str, SyncFilter] = LruCache(1_000)
 
     def _check_owner(self, requester_id: str, user_id: str) -> None:
         if requester_id != user_id:
@@ -302,11 +303,17 @@ class FilterHandler:
         if param is None:
             return DEFAULT_FILTER
         if param.startswith("{"):
+            inline = self._inline.get_hit(param)
+            if inline is not None:
+                return inline
             try:
                 definition = json.loads(param)
             except ValueError:
                 raise MatrixError("Filter is not valid JSON", Codes.NOT_JSON) from None
-            return parse_filter(definition)
+            inline = parse_filter(definition)
+            # A client sends the same inline filter with every sync.
+            self._inline.put(param, inline)
+            return inline
         number = _filter_number(param)
         if number is None:
             raise MatrixError("No such filter", Codes.INVALID_PARAM)

@@ -152,10 +152,8 @@ class SyncHandler:
         self._presence_hook = hook
 
     async def current_token(self) -> StreamToken:
-        token = StreamToken(events=self.storage.stream_ids.current)
-        for name, source in self._sources.items():
-            token = token.with_position(name, await source.current_position())
-        return token
+        positions = {name: await s.current_position() for name, s in self._sources.items()}
+        return StreamToken(events=self.storage.stream_ids.current, **positions)
 
     async def sync(self, config: SyncConfig) -> JsonDict:
         """The /sync response body. Waits up to `timeout_ms` for something new when there is
