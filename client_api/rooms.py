@@ -1,5 +1,5 @@
 """Room endpoints that change a room (C-S API "Creation", "Room membership", "Sending events to
-a room", "Redactions"): createRoom, join/invite/leave/forget/kick/ban/unban, joined_rooms,
+a room", "Redactions"): createRoom, join/knock/invite/leave/forget/kick/ban/unban, joined_rooms,
 send, state PUT and redact. Reads are in room_reads.py, aliases in directory.py."""
 
 from __future__ import annotations
@@ -99,6 +99,15 @@ async def join_room_id_or_alias(request: web.Request) -> web.Response:
     return await _join(request, await _resolve_room(request, target))
 
 
+async def knock(request: web.Request) -> web.Response:
+    # `via` / `server_name` name servers to knock through; we only knock on rooms we are in.
+    who = await requester(request)
+    body = await json_body(request)
+    room_id = await _resolve_room(request, request.match_info["roomIdOrAlias"])
+    await _api(request).members.knock(who.user_id, room_id, reason=_reason(body))
+    return ok({"room_id": room_id})
+
+
 async def _target_action(request: web.Request, action: str) -> web.Response:
     who = await requester(request)
     body = await json_body(request)
@@ -196,6 +205,7 @@ def routes() -> list[web.RouteDef]:
     return [
         web.post(f"{v3}/createRoom", create_room),
         web.post(f"{v3}/join/{{roomIdOrAlias}}", join_room_id_or_alias),
+        web.post(f"{v3}/knock/{{roomIdOrAlias}}", knock),
         web.get(f"{v3}/joined_rooms", joined_rooms),
         web.post(f"{room}/join", join_room_id),
         web.post(f"{room}/invite", invite),

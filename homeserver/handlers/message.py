@@ -57,8 +57,12 @@ class EventCreationHandler:
         *,
         state_key: str | None = None,
         redacts: str | None = None,
+        join_authorised_via: str | None = None,
     ) -> PersistedEvent:
         """Create an event in an existing room as `sender` and persist it.
+
+        `join_authorised_via` is the local user this server chose to vouch for a restricted
+        join (RoomMemberHandler); it becomes the member event's join_authorised_via_users_server.
 
         Raises NotFound for an unknown room, InvalidEvent/TooLarge for a malformed event and
         AuthError (403) when the auth rules refuse it against the room's current state.
@@ -72,6 +76,8 @@ class EventCreationHandler:
             # the name because the server signed it: only the server may choose that user,
             # never the client's content (restricted joins are decided by the join handler).
             content.pop("join_authorised_via_users_server", None)
+            if join_authorised_via is not None:
+                content["join_authorised_via_users_server"] = join_authorised_via
             if not isinstance(content.get("membership"), str):
                 raise InvalidEvent("'membership' must be a string")
         builder = EventBuilder(

@@ -1,7 +1,8 @@
-"""Membership changes a local user asks for (C-S API "Room membership": join, invite, leave,
-kick, ban, unban, forget). Each is one m.room.member event through EventCreationHandler, so the
-auth rules decide what is allowed; this adds the checks the rules cannot make (a kick needs a
-target in the room, an unban a banned one) and the member event's profile fields."""
+"""Membership changes a local user asks for (C-S API "Room membership": join, knock, invite,
+leave, kick, ban, unban, forget). Each is one m.room.member event through EventCreationHandler,
+so the auth rules decide what is allowed; this adds the checks the rules cannot make (a kick
+needs a target in the room, an unban a banned one, a restricted join a room the user is in and
+a local member to vouch for it) and the member event's profile fields."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from homeserver.auth_rules.power_levels import PowerLevels
-from homeserver.auth_rules.selection import CREATE_KEY, POWER_LEVELS_KEY
+from homeserver.auth_rules.selection import CREATE_KEY, JOIN_RULES_KEY, POWER_LEVELS_KEY
 from homeserver.errors import Codes, Forbidden, InvalidParam, MatrixError, NotFound
 from homeserver.events.event import MEMBER, Event
+from homeserver.events.room_versions import RoomVersion
 from homeserver.handlers.message import EventCreationHandler
 from homeserver.identifiers import domain_of, is_valid_user_id
 from homeserver.storage import Storage
@@ -21,12 +23,17 @@ from homeserver.storage.stores.room_extras import RoomExtrasStore
 # (None: any). The auth rules check the rest.
 _ACTIONS: Mapping[str, tuple[str, frozenset[str | None] | None]] = {
     "join": ("join", None),
+    "knock": ("knock", None),
     "invite": ("invite", None),
     "leave": ("leave", None),
     "kick": ("leave", frozenset({"join", "invite", "knock"})),
     "ban": ("ban", None),
     "unban": ("leave", frozenset({"ban"})),
 }
+# Memberships that keep a join out of the restricted-join check: members and invitees join
+# without conditions (C-S API "Restricted rooms"); a ban is refused by the auth rules.
+_UNRESTRICTED = frozenset({"join", "invite", "ban"})
+AUTHORISER = "join_authorised_via_users_server"
 
 
 async def current_power_levels(storage: Storage, room_id: str) -> PowerLevels | None:
@@ -66,7 +73,8 @@ class RoomMemberHandler:
         membership, needs = _ACTIONS[action]
         if not is_valid_user_id(target):
             raise InvalidParam(f"Invalid user ID {target[:300]!r}")
-        if await self.storage.rooms.get_room_version(room_id) is None:
+        room_version = await self.storage.rooms.get_room_version(room_id)
+        if room_version is None:
             raise NotFound(self.unknown_room_message(room_id))
         if action == "invite":
             await self.check_local_user(target)
@@ -80,8 +88,12 @@ class RoomMemberHandler:
                 raise MatrixError(f"{target} is not banned", Codes.BAD_STATE, status=403)
             raise Forbidden(f"{target} is not in the room")
 
+        authoriser = None
+        if membership == "join" and old not in _UNRESTRICTED:
+            authoriser = await self._restricted_join_authoriser(room_version, room_id, target)
         content: dict[str, Any] = {"membership": membership}
-        if membership == "join":
+        if membership in ("join", "knock"):
+            # A knock carries the profile too, so that members can tell who is knocking.
             profile = await self.extras.get_profile(target)
             if profile is not None:
                 displayname, avatar_url = profile
@@ -92,10 +104,63 @@ class RoomMemberHandler:
         content.update(extra_content or {})
         if reason is not None:
             content["reason"] = reason
-        if current is not None and current.sender == sender and dict(current.content) == content:
-            return current.event_id
-        persisted = await self.events.send_event(room_id, MEMBER, sender, content, state_key=target)
+        if current is not None and current.sender == sender and authoriser is None:
+            # A repeated join matches the first one whatever authorised that.
+            previous = {k: v for k, v in current.content.items() if k != AUTHORISER}
+            if previous == content:
+                return current.event_id
+        persisted = await self.events.send_event(
+            room_id, MEMBER, sender, content, state_key=target, join_authorised_via=authoriser
+        )
         return persisted.event.event_id
+
+    async def knock(self, user_id: str, room_id: str, reason: str | None = None) -> str:
+        """C-S API POST /knock (local rooms only). The auth rules refuse a join rule other than
+        knock (v10+: knock_restricted) and knockers who are joined, invited or banned."""
+        room_version = await self.storage.rooms.get_room_version(room_id)
+        if room_version is None:
+            raise NotFound(self.unknown_room_message(room_id))
+        if not room_version.knock_join_rule:
+            raise Forbidden(f"Room version {room_version.identifier} does not support knocking")
+        return await self.update_membership(user_id, room_id, user_id, "knock", reason=reason)
+
+    async def _restricted_join_authoriser(
+        self, room_version: RoomVersion, room_id: str, user_id: str
+    ) -> str | None:
+        """For a join by a user who is neither a member nor invited: None unless the room is
+        restricted (v8+) or knock_restricted (v10+); else the local member who vouches for the
+        join (auth rules v8+, join_authorised_via_users_server), once the user is joined to a
+        room of the allow list (C-S API "Restricted rooms", condition m.room_membership).
+        Raises Forbidden when the user meets no condition or nobody here may invite."""
+        state = await self.storage.rooms.get_current_state_for_keys(room_id, [JOIN_RULES_KEY])
+        join_rules_id = state.get(JOIN_RULES_KEY)
+        join_rules = await self.storage.events.get_event(join_rules_id) if join_rules_id else None
+        if join_rules is None:
+            return None
+        join_rule = join_rules.content.get("join_rule")
+        if not (
+            (room_version.restricted_join_rule and join_rule == "restricted")
+            or (room_version.knock_restricted_join_rule and join_rule == "knock_restricted")
+        ):
+            return None
+        allowed = _membership_conditions(join_rules.content.get("allow"))
+        # Only rooms this server is in can be checked; a condition on any other is unmet.
+        joined = set(await self.storage.rooms.get_rooms_for_user(user_id, "join"))
+        if not any(room in joined for room in allowed):
+            raise Forbidden("You are not joined to any room whose members may join this room")
+        levels = await current_power_levels(self.storage, room_id)
+        if levels is None:
+            raise NotFound(self.unknown_room_message(room_id))
+        invite_level = levels.named_level("invite")
+        able = sorted(
+            member
+            for member in await self.storage.rooms.get_users_in_room(room_id, "join")
+            if domain_of(member) == self.server_name and levels.user_level(member) >= invite_level
+        )
+        if not able:
+            raise Forbidden(f"No user on {self.server_name} may authorise a join to {room_id}")
+        # The most powerful member is the least likely to lose the right to invite meanwhile.
+        return max(able, key=levels.user_level)
 
     async def check_local_user(self, user_id: str) -> None:
         """Invites (and createRoom's `invite`) reach local users only until federation does."""
@@ -127,3 +192,17 @@ class RoomMemberHandler:
 
     async def joined_rooms(self, user_id: str) -> list[str]:
         return sorted(await self.storage.rooms.get_rooms_for_user(user_id, "join"))
+
+
+def _membership_conditions(allow: Any) -> list[str]:
+    """The room IDs of the m.room_membership conditions of a join rule's `allow`; entries of
+    other or malformed types are skipped (they can never be met here)."""
+    if not isinstance(allow, list):
+        return []
+    return [
+        entry["room_id"]
+        for entry in allow
+        if isinstance(entry, dict)
+        and entry.get("type") == "m.room_membership"
+        and isinstance(entry.get("room_id"), str)
+    ]
