@@ -164,7 +164,7 @@ class SyncHandler:
             except Exception:  # presence is best effort; it must not fail the sync
                 logger.exception("user_id=%s presence hook failed", config.user_id)
         if config.since is None or config.full_state or config.timeout_ms <= 0:
-            return (await self._sync_once(config)).body
+            return (await self._sync_once(config, await self.current_token())).body
         loop = asyncio.get_running_loop()
         deadline = loop.time() + config.timeout_ms / 1000
         while True:
@@ -172,16 +172,19 @@ class SyncHandler:
             # A new listener per round, since the user's rooms may have changed.
             joined = await self.rooms.joined_rooms(config.user_id)
             with self.notifier.listen(config.user_id, joined) as listener:
-                result = await self._sync_once(config)
+                now = await self.current_token()
                 remaining = deadline - loop.time()
-                if result.has_data or remaining <= 0:
-                    return result.body
+                # A token equal to now in every stream has nothing after it: a client that
+                # polls again right after a response waits without computing an empty one.
+                if now != config.since or remaining <= 0:
+                    result = await self._sync_once(config, now)
+                    if result.has_data or remaining <= 0:
+                        return result.body
                 # Woken or not, read again: on a timeout the final read returns the token
                 # of now (events for other users may have moved the stream meanwhile).
                 await listener.wait(remaining)
 
-    async def _sync_once(self, config: SyncConfig) -> _Result:
-        now = await self.current_token()
+    async def _sync_once(self, config: SyncConfig, now: StreamToken) -> _Result:
         since = config.since
         f = config.filter
         rooms = await self.rooms.compute(

@@ -10,12 +10,12 @@ import errno
 import functools
 import logging
 import os
+import queue
 import re
 import sqlite3
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -44,14 +44,21 @@ def _rewrite(sql: str) -> str:
 
 
 class _Connection:
-    """A sqlite3 connection owned by one thread."""
+    """A sqlite3 connection owned by one thread, which runs the calls queued for it in order.
+
+    A plain queue and a future resolved with call_soon_threadsafe, rather than an executor:
+    /sync makes several small reads per request, and an executor's bookkeeping (a
+    concurrent.futures.Future with its lock, chained to an asyncio future) cost more of the
+    event loop's time than the queries themselves."""
 
     def __init__(self, path: str, name: str) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self._path = path
+        self._name = name
         self._conn: sqlite3.Connection | None = None
+        self._calls: queue.SimpleQueue[_Call[Any] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
 
-    def _open(self) -> None:
+    def _open(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
@@ -59,18 +66,28 @@ class _Connection:
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=10000")
-        self._conn = conn
+        return conn
+
+    def _serve(self) -> None:
+        while (call := self._calls.get()) is not None:
+            fn, future, loop = call
+            try:
+                if self._conn is None:
+                    self._conn = self._open()
+                result = fn(self._conn)
+            except BaseException as e:  # handed to the awaiting task, whatever it is
+                loop.call_soon_threadsafe(_set_exception, future, e)
+            else:
+                loop.call_soon_threadsafe(_set_result, future, result)
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         loop = asyncio.get_running_loop()
-
-        def call() -> T:
-            if self._conn is None:
-                self._open()
-            assert self._conn is not None
-            return fn(self._conn)
-
-        return await loop.run_in_executor(self._executor, call)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._serve, name=self._name, daemon=True)
+            self._thread.start()
+        future: asyncio.Future[T] = loop.create_future()
+        self._calls.put((fn, future, loop))
+        return await future
 
     async def run_to_completion(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """`run`, but a cancellation of the caller waits for `fn` to finish (then is re-raised):
@@ -84,8 +101,25 @@ class _Connection:
         if self._conn is not None:
             await self.run(shut)
             self._conn = None
-        # Joining the thread blocks, so it is done from another thread.
-        await asyncio.to_thread(self._executor.shutdown, wait=True)
+        if self._thread is not None:
+            self._calls.put(None)
+            # Joining the thread blocks, so it is done from another thread.
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+
+
+_Call = tuple[Callable[[sqlite3.Connection], T], "asyncio.Future[T]", asyncio.AbstractEventLoop]
+
+
+# The awaiting task may have been cancelled meanwhile; the call itself still ran.
+def _set_result(future: asyncio.Future[T], result: T) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+def _set_exception(future: asyncio.Future[Any], error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)
 
 
 def _fetch(sql: str, args: Sequence[Any]) -> Callable[[sqlite3.Connection], list[Row]]:
