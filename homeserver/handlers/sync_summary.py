@@ -8,7 +8,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from homeserver.events.client_format import strip_state_event
-from homeserver.events.event import CREATE, JOIN_RULES
+from homeserver.events.event import CREATE, JOIN_RULES, MEMBER
 from homeserver.storage import Storage
 from homeserver.storage.stores.sync_reads import SyncReadsStore
 
@@ -76,9 +76,15 @@ async def stripped_states(
 ) -> dict[str, list[dict[str, Any]]]:
     """room_id -> the stripped state shown with the user's invite (or knock) `member_events`:
     what the event carries in `unsigned[carried_key]` when it came over federation with it
-    (invite_room_state / knock_room_state), else the room's state at the event; then the
-    member event itself, which clients read the inviter from."""
+    (invite_room_state / knock_room_state), else the room's state at the event with the
+    sender's own member event (clients show the inviter's name and avatar from it); then the
+    user's member event itself, whose sender is the inviter."""
     events = await storage.events.get_events(member_events.values())
+    senders = {
+        room_id: events[event_id].sender
+        for room_id, event_id in member_events.items()
+        if event_id in events and events[event_id].sender != events[event_id].state_key
+    }
     metas = await storage.events.get_event_metas(list(member_events.values()))
     groups = [m.state_group_after for m in metas.values() if m.state_group_after is not None]
     states = await storage.state.get_states(groups)
@@ -88,7 +94,10 @@ async def stripped_states(
         state = states.get(meta.state_group_after) if meta and meta.state_group_after else None
         if state is not None:
             wanted[room_id] = [
-                e for (t, k), e in state.items() if t in STRIPPED_STATE_TYPES and k == ""
+                e
+                for (t, k), e in state.items()
+                if (t in STRIPPED_STATE_TYPES and k == "")
+                or (t == MEMBER and k == senders.get(room_id))
             ]
     state_events = await storage.events.get_events({e for ids in wanted.values() for e in ids})
     out: dict[str, list[dict[str, Any]]] = {}
