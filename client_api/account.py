@@ -12,7 +12,7 @@ from aiohttp import web
 
 from client_api.http import client_ip, core_of, field, json_body, ok, requester
 from homeserver.errors import Codes, Forbidden, MatrixError
-from homeserver.handlers.auth import LoginResult
+from homeserver.handlers.auth import LoginResult, RegistrationTokenUsedUp
 from homeserver.handlers.uia import DUMMY, REGISTRATION_TOKEN, dummy_stage
 from homeserver.identifiers import MAX_ID_BYTES
 
@@ -50,29 +50,53 @@ async def register(request: web.Request) -> web.Response:
     core.rate_limits.registration_ip.check(client_ip(request))
     username = field(body, "username", str, required=False)
     password = field(body, "password", str, required=False)
+    # Parsed before user-interactive auth, so a malformed request does not use up a session.
+    device_id = field(body, "device_id", str, required=False)
+    device_display_name = field(body, "initial_device_display_name", str, required=False)
+    inhibit_login = field(body, "inhibit_login", bool, required=False)
+    refresh_token = bool(field(body, "refresh_token", bool, required=False))
     localpart = username.lower() if username else secrets.token_hex(8)
     _check_localpart(localpart, core.server.server_name)
     if await core.storage.accounts.user_exists(f"@{localpart}:{core.server.server_name}"):
         raise MatrixError("User ID already taken.", Codes.USER_IN_USE)
     flows = [[REGISTRATION_TOKEN]] if core.registration.requires_token else [[DUMMY]]
-    await core.uia.check(
+    stages = await core.uia.check(
         field(body, "auth", dict, required=False),
         flows,
         {DUMMY: dummy_stage, REGISTRATION_TOKEN: core.registration_tokens.check},
         purpose="register",
     )
-    inhibit_login = field(body, "inhibit_login", bool, required=False)
-    result = await core.auth.register(
-        localpart,
-        password,
-        device_id=field(body, "device_id", str, required=False),
-        device_display_name=field(body, "initial_device_display_name", str, required=False),
-        with_device=not inhibit_login,
-        refresh_token=bool(field(body, "refresh_token", bool, required=False)),
-    )
+    token = stages.get(REGISTRATION_TOKEN)
+    try:
+        result = await core.auth.register(
+            localpart,
+            password,
+            device_id=device_id,
+            device_display_name=device_display_name,
+            with_device=not inhibit_login,
+            refresh_token=refresh_token,
+            registration_token=token if isinstance(token, str) else None,
+        )
+    except RegistrationTokenUsedUp as e:
+        # Other registrations used the token up after its stage passed: start again.
+        raise core.uia.restart(flows, "register", e) from None
     if isinstance(result, str):
         return ok({"user_id": result})
     return ok(_login_response(result, core.server.server_name))
+
+
+async def registration_token_validity(request: web.Request) -> web.Response:
+    """C-S API "GET /register/m.login.registration_token/validity"."""
+    core = core_of(request)
+    if not core.registration.enabled:
+        raise Forbidden("Registration is not enabled on this homeserver.")
+    # The registration budget per address: guessing tokens here costs what guessing them at
+    # the registration stage does.
+    core.rate_limits.registration_ip.check(client_ip(request))
+    token = request.query.get("token")
+    if token is None:
+        raise MatrixError("Missing parameter: token", Codes.MISSING_PARAM)
+    return ok({"valid": await core.registration_tokens.is_valid(token)})
 
 
 async def register_available(request: web.Request) -> web.Response:
@@ -155,8 +179,10 @@ async def whoami(request: web.Request) -> web.Response:
 
 def routes() -> list[web.RouteDef]:
     v3 = "/_matrix/client/v3"
+    v1 = "/_matrix/client/v1"
     return [
         web.post(f"{v3}/register", register),
+        web.get(f"{v1}/register/m.login.registration_token/validity", registration_token_validity),
         web.get(f"{v3}/register/available", register_available),
         web.get(f"{v3}/login", login_flows),
         web.post(f"{v3}/login", login),

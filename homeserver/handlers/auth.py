@@ -38,6 +38,14 @@ class LoginResult:
     expires_in_ms: int | None
 
 
+class RegistrationTokenUsedUp(MatrixError):
+    """A registration token that passed its stage was used up (or expired) by the time the
+    account was to be created."""
+
+    def __init__(self) -> None:
+        super().__init__("Invalid registration token", Codes.UNAUTHORIZED, status=401)
+
+
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
@@ -106,9 +114,12 @@ class AuthHandler:
         is_admin: bool = False,
         with_device: bool = True,
         refresh_token: bool = False,
+        registration_token: str | None = None,
     ) -> LoginResult | str:
         """Create an account; returns its login (or just its user ID without a device).
-        Raises M_USER_IN_USE when taken."""
+        Raises M_USER_IN_USE when taken. A registration token (checked by the UIA stage)
+        counts one use here, when the account is created, and not before; raises
+        RegistrationTokenUsedUp when it can no longer be used."""
         user_id = f"@{localpart}:{self.server_name}"
         password_hash = await self.hash_password(password) if password is not None else None
         now = self.clock.time_ms()
@@ -118,6 +129,11 @@ class AuthHandler:
             )
             if not created:
                 raise MatrixError("User ID already taken.", Codes.USER_IN_USE)
+            if registration_token is not None and not (
+                await self.storage.accounts.use_registration_token_txn(txn, registration_token, now)
+            ):
+                # Raising rolls the new user back.
+                raise RegistrationTokenUsedUp()
             if not with_device:
                 return user_id
             return await self._login_txn(
@@ -155,6 +171,17 @@ class AuthHandler:
         await self.storage.accounts.add_device_txn(
             txn, user_id, device_id, device_display_name, now
         )
+        return await self._issue_tokens_txn(txn, user_id, device_id, refresh_token, now)
+
+    async def _issue_tokens_txn(
+        self,
+        txn: Txn,
+        user_id: str,
+        device_id: str,
+        refresh_token: bool,
+        now: int,
+        replaces_refresh_hash: str | None = None,
+    ) -> LoginResult:
         access = "syt_" + secrets.token_urlsafe(32)
         refresh = "syr_" + secrets.token_urlsafe(32) if refresh_token else None
         expires_in = self.ACCESS_TOKEN_LIFETIME_MS if refresh_token else None
@@ -166,21 +193,26 @@ class AuthHandler:
             now + expires_in if expires_in else None,
             token_hash(refresh) if refresh else None,
             now,
+            replaces_refresh_hash,
         )
         return LoginResult(user_id, device_id, access, refresh, expires_in)
 
     async def refresh(self, refresh_token: str) -> LoginResult:
-        """Trade a refresh token for a new access and refresh token (each usable once)."""
+        """Trade a refresh token for a new access and refresh token. The old pair stays valid
+        until the new one is first used (C-S API "Refreshing access tokens"), so a client that
+        lost this answer can refresh again with the old token; that answer then replaces the
+        lost one."""
         now = self.clock.time_ms()
+        hashed = token_hash(refresh_token)
         async with self.storage.db.transaction() as txn:
-            owner = await self.storage.accounts.take_refresh_token_txn(
-                txn, token_hash(refresh_token)
-            )
+            owner = await self.storage.accounts.rotate_refresh_token_txn(txn, hashed)
             if owner is None:
-                raise MatrixError("Unknown refresh token", Codes.UNKNOWN_TOKEN, status=401)
+                # Unknown, or replaced by a pair that has since been used: a real logout.
+                raise MatrixError(
+                    "Unknown refresh token", Codes.UNKNOWN_TOKEN, status=401, soft_logout=False
+                )
             user_id, device_id = owner
-            await self.storage.accounts.delete_device_tokens_txn(txn, user_id, device_id)
-            return await self._login_txn(txn, user_id, device_id, None, True, now)
+            return await self._issue_tokens_txn(txn, user_id, device_id, True, now, hashed)
 
     async def requester_for_token(self, access_token: str) -> Requester:
         hashed = token_hash(access_token)
@@ -190,6 +222,13 @@ class AuthHandler:
         if owner.expires_ts is not None and owner.expires_ts <= self.clock.time_ms():
             # Expired, not revoked: the client may refresh and carry on (soft logout).
             raise MatrixError("Access token has expired", Codes.UNKNOWN_TOKEN, soft_logout=True)
+        if owner.replaces_tokens:
+            # The first use of a refreshed pair: the client has it, so the pair it replaced
+            # can go. Later requests read the cleared flag and skip this.
+            async with self.storage.db.transaction() as txn:
+                await self.storage.accounts.retire_replaced_pair_txn(
+                    txn, owner.user_id, owner.device_id, hashed
+                )
         return Requester(owner.user_id, owner.device_id, owner.is_admin, hashed)
 
     async def logout(self, requester: Requester) -> None:

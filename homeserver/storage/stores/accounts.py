@@ -1,11 +1,17 @@
 """Users, devices and access/refresh tokens (tokens are looked up by their SHA-256).
 
 Every request looks its access token up, so token owners are kept in memory. Tokens are
-deleted only here (`delete_devices_txn`, `delete_device_tokens_txn`; deactivating a user
-deletes all of theirs in the same transaction), and each deletion forgets every remembered
-owner, before and after its commit: a revoked token stops working at once. With several
-processes, each one's cache must hear of the deletions (a notifier message), as each one's
-notifier hears of events.
+deleted only here (`delete_devices_txn`, `delete_device_tokens_txn`, `_revoke_pair_txn`;
+deactivating a user deletes all of theirs in the same transaction), and each deletion forgets
+every remembered owner, before and after its commit: a revoked token stops working at once.
+With several processes, each one's cache must hear of the deletions (a notifier message), as
+each one's notifier hears of events.
+
+Refresh rotation (C-S API "Refreshing access tokens"): each access token row names the refresh
+token issued with it and, until the pair is first used, the refresh token it replaced. A
+device's tokens change under its device row's lock, taken first (PostgreSQL; SQLite runs one
+write transaction at a time), so a refresh, the first use of its result and a logout of the
+device run one after another and cannot deadlock.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ class TokenOwner:
     expires_ts: int | None
     is_admin: bool
     deactivated: bool
+    # Issued by a refresh and not used yet: its first use revokes the pair it replaced.
+    replaces_tokens: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,15 +109,18 @@ class AccountsStore:
         expires_ts: int | None,
         refresh_hash: str | None,
         now: int,
+        replaces_refresh_hash: str | None = None,
     ) -> None:
         await txn.execute(
-            "INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts, expires_ts)"
-            " VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts, expires_ts,"
+            " refresh_token_hash, replaces_refresh_hash) VALUES ($1, $2, $3, $4, $5, $6, $7)",
             access_hash,
             user_id,
             device_id,
             now,
             expires_ts,
+            refresh_hash,
+            replaces_refresh_hash,
         )
         if refresh_hash is not None:
             await txn.execute(
@@ -127,28 +138,84 @@ class AccountsStore:
             return owner
         deletions = self._deletions
         row = await self.db.fetchrow(
-            "SELECT t.user_id, t.device_id, t.expires_ts, u.is_admin, u.deactivated"
+            "SELECT t.user_id, t.device_id, t.expires_ts, u.is_admin, u.deactivated,"
+            " t.replaces_refresh_hash IS NOT NULL"
             " FROM access_tokens t JOIN users u ON u.user_id = t.user_id"
             " WHERE t.token_hash = $1",
             access_hash,
         )
         if row is None:
             return None
-        owner = TokenOwner(row[0], row[1], row[2], bool(row[3]), bool(row[4]))
+        owner = TokenOwner(row[0], row[1], row[2], bool(row[3]), bool(row[4]), bool(row[5]))
         if deletions == self._deletions:
             self._owners.put(access_hash, owner)
         return owner
 
-    async def take_refresh_token_txn(self, txn: Txn, refresh_hash: str) -> tuple[str, str] | None:
-        """Consume a refresh token: (user_id, device_id), or None if unknown or used."""
-        rows = await txn.fetch(
-            "DELETE FROM refresh_tokens WHERE token_hash = $1 RETURNING user_id, device_id",
+    async def _lock_device_txn(self, txn: Txn, user_id: str, device_id: str) -> None:
+        if self.db.dialect == "postgres":
+            await txn.execute(
+                "SELECT 1 FROM devices WHERE user_id = $1 AND device_id = $2 FOR UPDATE",
+                user_id,
+                device_id,
+            )
+
+    async def rotate_refresh_token_txn(self, txn: Txn, refresh_hash: str) -> tuple[str, str] | None:
+        """Make way for the pair that replaces this refresh token: (user_id, device_id), or
+        None when the token is unknown or revoked. Using it revokes the pair it replaced; a
+        pair an earlier refresh with it issued, never used (the client lost that answer), is
+        revoked too, so one chain of tokens stays valid."""
+        row = await txn.fetchrow(
+            "SELECT user_id, device_id FROM refresh_tokens WHERE token_hash = $1", refresh_hash
+        )
+        if row is None:
+            return None
+        user_id, device_id = row[0], row[1]
+        await self._lock_device_txn(txn, user_id, device_id)
+        # Read again under the lock: a concurrent first use of its successor may have revoked it.
+        current = await txn.fetchrow(
+            "SELECT a.replaces_refresh_hash FROM refresh_tokens r"
+            " LEFT JOIN access_tokens a ON a.refresh_token_hash = r.token_hash"
+            " WHERE r.token_hash = $1",
             refresh_hash,
         )
-        return None if not rows else (rows[0][0], rows[0][1])
+        if current is None:
+            return None
+        if current[0] is not None:
+            await self._revoke_pair_txn(txn, current[0])
+        unused = await txn.fetch(
+            "SELECT refresh_token_hash FROM access_tokens WHERE replaces_refresh_hash = $1",
+            refresh_hash,
+        )
+        for successor in unused:
+            await self._revoke_pair_txn(txn, successor[0])
+        return user_id, device_id
+
+    async def retire_replaced_pair_txn(
+        self, txn: Txn, user_id: str, device_id: str, access_hash: str
+    ) -> None:
+        """The first use of an access token a refresh issued: revoke the pair it replaced."""
+        await self._lock_device_txn(txn, user_id, device_id)
+        replaced = await txn.fetchval(
+            "SELECT replaces_refresh_hash FROM access_tokens WHERE token_hash = $1", access_hash
+        )
+        if replaced is not None:
+            await self._revoke_pair_txn(txn, replaced)
+
+    async def _revoke_pair_txn(self, txn: Txn, refresh_hash: str) -> None:
+        """Delete a refresh token and the access token issued with it; the pair that replaced
+        them no longer has anything to revoke."""
+        self._forget_token_owners_txn(txn)
+        await txn.execute("DELETE FROM refresh_tokens WHERE token_hash = $1", refresh_hash)
+        await txn.execute("DELETE FROM access_tokens WHERE refresh_token_hash = $1", refresh_hash)
+        await txn.execute(
+            "UPDATE access_tokens SET replaces_refresh_hash = NULL"
+            " WHERE replaces_refresh_hash = $1",
+            refresh_hash,
+        )
 
     async def delete_device_tokens_txn(self, txn: Txn, user_id: str, device_id: str) -> None:
         self._forget_token_owners_txn(txn)
+        await self._lock_device_txn(txn, user_id, device_id)
         for table in ("access_tokens", "refresh_tokens"):
             await txn.execute(
                 f"DELETE FROM {table} WHERE user_id = $1 AND device_id = $2", user_id, device_id
@@ -159,7 +226,8 @@ class AccountsStore:
     ) -> None:
         """Delete the devices and their tokens; None means every device of the user."""
         self._forget_token_owners_txn(txn)
-        for table in ("access_tokens", "refresh_tokens", "devices"):
+        # The device rows first: they are the lock a device's token changes take first.
+        for table in ("devices", "access_tokens", "refresh_tokens"):
             if device_ids is None:
                 await txn.execute(f"DELETE FROM {table} WHERE user_id = $1", user_id)
             else:
@@ -186,9 +254,22 @@ class AccountsStore:
             expiry_ts,
         )
 
-    async def use_registration_token(self, token: str, now: int) -> bool:
-        """Count one use of a valid token; False when unknown, used up or expired."""
-        rows = await self.db.fetch(
+    async def registration_token_valid(self, token: str, now: int) -> bool:
+        """Whether the token could register an account now: known, not used up, not expired."""
+        row = await self.db.fetchrow(
+            "SELECT 1 FROM registration_tokens WHERE token = $1"
+            " AND (uses_allowed IS NULL OR completed < uses_allowed)"
+            " AND (expiry_ts IS NULL OR expiry_ts > $2)",
+            token,
+            now,
+        )
+        return row is not None
+
+    async def use_registration_token_txn(self, txn: Txn, token: str, now: int) -> bool:
+        """Count one completed registration with a valid token; False when unknown, used up
+        or expired (the check is in the same statement, so concurrent registrations cannot
+        use it more often than allowed)."""
+        rows = await txn.fetch(
             "UPDATE registration_tokens SET completed = completed + 1 WHERE token = $1"
             " AND (uses_allowed IS NULL OR completed < uses_allowed)"
             " AND (expiry_ts IS NULL OR expiry_ts > $2) RETURNING token",
