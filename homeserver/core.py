@@ -80,7 +80,7 @@ def build_core(
     rate_limits = RateLimits.from_config(limits or LimitsConfig(), clock)
     auth = AuthHandler(storage, server_name, clock, rate_limits.login_account)
     uia = InteractiveAuth(clock)
-    user_data = UserDataStore(storage.db)
+    user_data = storage.user_data
     account_data = AccountDataHandler(user_data, notifier)
     core = Core(
         server=server,
@@ -92,7 +92,7 @@ def build_core(
         events=events,
         rooms=(rooms := RoomCreationHandler(events)),
         room_api=(room_api := build_room_handlers(storage, events, rooms, clock)),
-        filters=FilterHandler(storage.db, server_name),
+        filters=FilterHandler(storage.filters, server_name),
         sync=build_sync_handler(
             storage,
             notifier,

@@ -10,7 +10,7 @@ from typing import Any
 
 from homeserver.errors import Codes, Forbidden, MatrixError, NotFound
 from homeserver.handlers.sync import SyncSourceRequest, SyncSourceUpdates
-from homeserver.notifier.local import LocalNotifier
+from homeserver.notifier import Notifier
 from homeserver.storage.stores.user_data import GLOBAL, UserDataStore
 
 TAG = "m.tag"
@@ -33,7 +33,7 @@ class AccountDataUpdates:
 
 
 class AccountDataHandler:
-    def __init__(self, user_data: UserDataStore, notifier: LocalNotifier) -> None:
+    def __init__(self, user_data: UserDataStore, notifier: Notifier) -> None:
         self.user_data = user_data
         self.notifier = notifier
         # user_id -> ignored user IDs: /sync and every room read ask for it.

@@ -15,7 +15,6 @@ from homeserver.errors import BadJson, Codes, Forbidden, MatrixError, NotFound
 from homeserver.events.event import Event
 from homeserver.glob import glob_any
 from homeserver.lru import LruCache
-from homeserver.storage.database import Database
 from homeserver.storage.stores.filters import FiltersStore
 
 # Timeline events per room when the filter names no limit, and the most we serve whatever
@@ -264,8 +263,8 @@ def field_projector(
 
 
 class FilterHandler:
-    def __init__(self, db: Database, server_name: str) -> None:
-        self.store = FiltersStore(db)
+    def __init__(self, store: FiltersStore, server_name: str) -> None:
+        self.store = store
         self.server_name = server_name
         # Stored filters never change, so parsed ones are kept: a long-polling client names
         # its filter in every request.

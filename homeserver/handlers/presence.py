@@ -11,7 +11,7 @@ from homeserver.errors import Codes, Forbidden, MatrixError, NotFound
 from homeserver.handlers.sync import SyncSourceRequest, SyncSourceUpdates
 from homeserver.identifiers import domain_of
 from homeserver.lru import LruCache
-from homeserver.notifier.local import LocalNotifier
+from homeserver.notifier import Notifier
 from homeserver.storage import Storage
 from homeserver.storage.stores.user_data import PresenceRow, UserDataStore
 
@@ -32,7 +32,7 @@ class PresenceHandler:
         self,
         storage: Storage,
         user_data: UserDataStore,
-        notifier: LocalNotifier,
+        notifier: Notifier,
         clock: Clock,
         server_name: str,
     ) -> None:

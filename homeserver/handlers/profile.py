@@ -44,15 +44,7 @@ class ProfileHandler:
     async def get_profile(self, user_id: str) -> dict[str, str]:
         """The profile as the spec returns it (fields not set are absent). 404 M_NOT_FOUND for
         unknown users; remote users too, until federation can ask their server."""
-        profile = await self._profile(user_id)
-        return {
-            name: value
-            for name, value in (
-                ("displayname", profile.displayname),
-                ("avatar_url", profile.avatar_url),
-            )
-            if value is not None
-        }
+        return (await self._profile(user_id)).fields()
 
     async def _profile(self, user_id: str) -> Profile:
         profile = await self.user_data.get_profile(user_id) if self.is_mine(user_id) else None
@@ -121,10 +113,3 @@ class ProfileHandler:
             return
         await self.events.send_event(room_id, MEMBER, user_id, content, state_key=user_id)
 
-    async def member_content(self, user_id: str) -> dict[str, str]:
-        """displayname and avatar_url for a new m.room.member event of a local user (for the
-        rooms engineer's join/invite endpoints); empty for remote or unknown users."""
-        try:
-            return await self.get_profile(user_id)
-        except NotFound:
-            return {}

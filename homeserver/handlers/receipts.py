@@ -11,7 +11,7 @@ from homeserver.clock import Clock
 from homeserver.errors import Codes, Forbidden, MatrixError, NotFound
 from homeserver.handlers.account_data import FULLY_READ, AccountDataHandler
 from homeserver.handlers.sync import SyncSourceRequest, SyncSourceUpdates
-from homeserver.notifier.local import LocalNotifier
+from homeserver.notifier import Notifier
 from homeserver.storage import Storage
 from homeserver.storage.stores.user_data import UNTHREADED, UserDataStore
 
@@ -27,7 +27,7 @@ class ReceiptsHandler:
         storage: Storage,
         user_data: UserDataStore,
         account_data: AccountDataHandler,
-        notifier: LocalNotifier,
+        notifier: Notifier,
         clock: Clock,
     ) -> None:
         self.storage = storage

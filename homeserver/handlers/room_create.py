@@ -14,7 +14,7 @@ from homeserver.handlers.directory import CANONICAL_ALIAS, DirectoryHandler, is_
 from homeserver.handlers.room import RoomCreationHandler, RoomCreationRequest
 from homeserver.handlers.room_member import RoomMemberHandler
 from homeserver.identifiers import is_valid_user_id
-from homeserver.storage.stores.room_extras import RoomExtrasStore
+from homeserver.storage import Storage
 
 
 @dataclass
@@ -40,12 +40,13 @@ class RoomCreator:
         rooms: RoomCreationHandler,
         members: RoomMemberHandler,
         directory: DirectoryHandler,
-        extras: RoomExtrasStore,
+        storage: Storage,
     ) -> None:
         self.rooms = rooms
         self.members = members
         self.directory = directory
-        self.extras = extras
+        self.storage = storage
+        self.extras = storage.room_extras
 
     async def create_room(self, creator: str, options: CreateRoomOptions) -> str:
         """Create the room; returns its ID. Everything that can be refused is checked before
@@ -72,13 +73,8 @@ class RoomCreator:
             # Step 4 of create_room.yaml; an m.room.canonical_alias in initial_state (step 6)
             # still overrides it, as the order says.
             initial_state.insert(0, (CANONICAL_ALIAS, "", {"alias": alias}))
-        profile = await self.extras.get_profile(creator)
-        member_content: dict[str, Any] = {}
-        if profile is not None:
-            if profile[0] is not None:
-                member_content["displayname"] = profile[0]
-            if profile[1] is not None:
-                member_content["avatar_url"] = profile[1]
+        profile = await self.storage.user_data.get_profile(creator)
+        member_content: dict[str, Any] = profile.fields() if profile is not None else {}
         request = RoomCreationRequest(
             creator=creator,
             preset=preset,

@@ -34,7 +34,7 @@ class RoomHandlers:
 def build_room_handlers(
     storage: Storage, events: EventCreationHandler, rooms: RoomCreationHandler, clock: Clock
 ) -> RoomHandlers:
-    extras = RoomExtrasStore(storage.db)
+    extras = storage.room_extras
     visibility = HistoryVisibility(storage, extras)
     serializer = ClientEventSerializer(storage, extras, visibility, clock)
     members = RoomMemberHandler(storage, extras, events)
@@ -46,6 +46,6 @@ def build_room_handlers(
         members=members,
         directory=directory,
         send=RoomSendHandler(storage, extras, events, members, directory, clock),
-        create=RoomCreator(rooms, members, directory, extras),
+        create=RoomCreator(rooms, members, directory, storage),
         reads=RoomReadHandler(storage, extras, visibility, serializer, clock),
     )

@@ -94,13 +94,9 @@ class RoomMemberHandler:
         content: dict[str, Any] = {"membership": membership}
         if membership in ("join", "knock"):
             # A knock carries the profile too, so that members can tell who is knocking.
-            profile = await self.extras.get_profile(target)
+            profile = await self.storage.user_data.get_profile(target)
             if profile is not None:
-                displayname, avatar_url = profile
-                if displayname is not None:
-                    content["displayname"] = displayname
-                if avatar_url is not None:
-                    content["avatar_url"] = avatar_url
+                content.update(profile.fields())
         content.update(extra_content or {})
         if reason is not None:
             content["reason"] = reason
@@ -168,7 +164,7 @@ class RoomMemberHandler:
             raise Forbidden(
                 f"Cannot invite {user_id}: this server does not federate with other servers yet"
             )
-        if await self.extras.get_profile(user_id) is None:
+        if await self.storage.user_data.get_profile(user_id) is None:
             raise InvalidParam(f"Unknown user {user_id}")
 
     def unknown_room_message(self, room_id: str) -> str:

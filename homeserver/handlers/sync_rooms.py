@@ -30,7 +30,6 @@ from homeserver.storage.stores.state import EMPTY_STATE, FrozenStateMap
 from homeserver.storage.stores.sync_reads import (
     EventTypeFilter,
     MembershipChange,
-    SyncReadsStore,
 )
 from homeserver.streams import StreamToken
 
@@ -212,7 +211,7 @@ class RoomsSync:
         memberships_cache_size: int = 10_000,
     ) -> None:
         self.storage = storage
-        self.reads = SyncReadsStore(storage.db)
+        self.reads = storage.sync_reads
         self.serializer = serializer
         self.visibility = visibility
         self.changes = changes

@@ -11,7 +11,7 @@ from typing import Any
 from homeserver.clock import Clock
 from homeserver.errors import Codes, Forbidden, MatrixError
 from homeserver.handlers.sync import SyncSourceRequest, SyncSourceUpdates
-from homeserver.notifier.local import LocalNotifier
+from homeserver.notifier import Notifier
 from homeserver.storage import Storage
 
 # A client asking for longer is still typing after 2 minutes only if it says so again
@@ -21,7 +21,7 @@ DEFAULT_TIMEOUT_MS = 30_000
 
 
 class TypingHandler:
-    def __init__(self, storage: Storage, notifier: LocalNotifier, clock: Clock) -> None:
+    def __init__(self, storage: Storage, notifier: Notifier, clock: Clock) -> None:
         self.storage = storage
         self.notifier = notifier
         self.clock = clock

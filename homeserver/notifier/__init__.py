@@ -7,9 +7,12 @@ from typing import Protocol
 
 
 class Notifier(Protocol):
-    """What event writers need of a notifier: the in-process `LocalNotifier` today, a Redis
-    one feeding every process's local notifier when the server runs as several."""
+    """What writers (of events, and of the other sync streams' data) need of a notifier: the
+    in-process `LocalNotifier` today, a Redis one feeding every process's local notifier when
+    the server runs as several."""
 
     def on_new_event(self, room_id: str, position: int, users: Iterable[str] = ()) -> None: ...
 
     def advance(self, position: int) -> None: ...
+
+    def on_new_data(self, room_ids: Iterable[str] = (), users: Iterable[str] = ()) -> None: ...

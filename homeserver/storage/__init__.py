@@ -13,9 +13,13 @@ from homeserver.storage.id_generators import StreamIdGenerator
 from homeserver.storage.migrations import apply_migrations
 from homeserver.storage.stores.accounts import AccountsStore
 from homeserver.storage.stores.events import EventsStore
+from homeserver.storage.stores.filters import FiltersStore
 from homeserver.storage.stores.persist import PersistEventsStore
+from homeserver.storage.stores.room_extras import RoomExtrasStore
 from homeserver.storage.stores.rooms import RoomsStore
 from homeserver.storage.stores.state import StateStore
+from homeserver.storage.stores.sync_reads import SyncReadsStore
+from homeserver.storage.stores.user_data import UserDataStore
 
 __all__ = ["Storage", "open_storage", "open_database", "DatabaseUnavailable", "SchemaTooNew"]
 
@@ -38,6 +42,10 @@ class Storage:
     persist: PersistEventsStore
     stream_ids: StreamIdGenerator
     accounts: AccountsStore
+    room_extras: RoomExtrasStore
+    user_data: UserDataStore
+    filters: FiltersStore
+    sync_reads: SyncReadsStore
 
     async def close(self) -> None:
         # Closing the Database also releases its single-writer claim (lock_single_writer).
@@ -93,4 +101,8 @@ async def storage_on(db: Database) -> Storage:
         persist=PersistEventsStore(db, events, state, stream_ids, backfill_ids),
         stream_ids=stream_ids,
         accounts=AccountsStore(db),
+        room_extras=RoomExtrasStore(db),
+        user_data=UserDataStore(db),
+        filters=FiltersStore(db),
+        sync_reads=SyncReadsStore(db),
     )

@@ -128,8 +128,10 @@ async def test_profile_change_is_sent_to_joined_rooms(rest: RestHelper, client_c
         "membership": "join",
         "avatar_url": "mxc://test.local/face",
     }
-    # The handler offers the profile for new member events (joins, invites).
-    assert await client_core.profile.member_content(alice.user_id) == {
-        "avatar_url": "mxc://test.local/face"
+    # A new member event (a join) carries what is left of the profile.
+    room_c = await rest.create_room(bob, preset="public_chat")
+    await rest.join(alice, room_c)
+    assert await member_content(client_core, room_c, alice.user_id) == {
+        "membership": "join",
+        "avatar_url": "mxc://test.local/face",
     }
-    assert await client_core.profile.member_content("@x:elsewhere.example") == {}

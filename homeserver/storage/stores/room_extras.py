@@ -177,9 +177,6 @@ class RoomExtrasStore:
         )
         return {r[0] for r in rows}
 
-    async def is_forgotten(self, user_id: str, room_id: str) -> bool:
-        return room_id in await self.get_forgotten_room_ids(user_id)
-
     # -- published room directory --------------------------------------------------------
 
     async def set_directory_visibility(self, room_id: str, visibility: str) -> None:
@@ -195,15 +192,6 @@ class RoomExtrasStore:
             "SELECT visibility FROM room_directory WHERE room_id = $1", room_id
         )
         return str(value) if value is not None else "private"
-
-    # -- profiles (for the member events we build) ----------------------------------------
-
-    async def get_profile(self, user_id: str) -> tuple[str | None, str | None] | None:
-        """(displayname, avatar_url) of a local user, None when there is no such user."""
-        row = await self.db.fetchrow(
-            "SELECT displayname, avatar_url FROM users WHERE user_id = $1", user_id
-        )
-        return None if row is None else (row[0], row[1])
 
     # -- state at many events, a few keys ------------------------------------------------
 
@@ -374,15 +362,6 @@ class RoomExtrasStore:
         for room_id, position in rows:
             joins.setdefault(room_id, []).append(position)
         return joins
-
-    async def get_latest_event_position(self, room_id: str) -> TimelineRow | None:
-        """The room's last live event in topological order."""
-        row = await self.db.fetchrow(
-            f"SELECT event_id, depth, stream_ordering FROM events WHERE room_id = $1 AND {_LIVE}"
-            " ORDER BY depth DESC, stream_ordering DESC LIMIT 1",
-            room_id,
-        )
-        return None if row is None else TimelineRow(row[0], row[1], row[2])
 
     async def get_last_event_at(self, room_id: str, pos: Position) -> TimelineRow | None:
         """The last live event of the room at or before `pos` (for /members?at=)."""

@@ -24,6 +24,15 @@ class Profile:
     avatar_url: str | None
     deactivated: bool
 
+    def fields(self) -> dict[str, str]:
+        """The fields that are set, as the profile API and m.room.member content carry them."""
+        out = {}
+        if self.displayname is not None:
+            out["displayname"] = self.displayname
+        if self.avatar_url is not None:
+            out["avatar_url"] = self.avatar_url
+        return out
+
 
 @dataclass(frozen=True, slots=True)
 class AccountDataRow:
