@@ -19,6 +19,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from homeserver.events.event import MEMBER, Event, StateKey
 from homeserver.events.room_versions import RoomVersion
@@ -110,7 +111,7 @@ class EventPersister:
         # (position, room_id, users) of committed events not yet announced: the notifier is
         # only told about positions up to the stream's current position, which waits for
         # every lower position to commit.
-        self._unannounced: list[tuple[int, str, tuple[str, ...]]] = []
+        self._unannounced: list[_Announcement] = []
 
     async def next_local_event(self, room_id: str, room_version: RoomVersion) -> NextEvent | None:
         """Where the next local event goes; the caller holds `room_locks.lock(room_id)` until it
@@ -326,27 +327,38 @@ class EventPersister:
         position has reached them (an event may commit before a lower position does). The
         users whose membership changed (member events, and member keys that state resolution
         changed) are named, so their syncs see their room set change."""
-        changed_members = {k for (t, k), _ in (delta or {}).items() if t == MEMBER}
         for p, ctx in zip(persisted, contexts, strict=True):
             if p.stream_ordering > 0 and _is_live(ctx):
                 event = p.event
                 users: tuple[str, ...] = ()
                 if event.type == MEMBER and event.state_key:
                     users = (event.state_key,)
-                    changed_members.discard(event.state_key)
-                heapq.heappush(self._unannounced, (p.stream_ordering, event.room_id, users))
-        if changed_members:
+                heapq.heappush(
+                    self._unannounced,
+                    _Announcement(p.stream_ordering, event.room_id, users, event.is_state()),
+                )
+        if delta:
+            # The current-state change as a whole: state resolution may change keys that no
+            # event of the batch set.
             last = max(p.stream_ordering for p in persisted)
+            members = tuple(sorted({k for (t, k), _ in delta.items() if t == MEMBER}))
             room_id = persisted[-1].event.room_id
-            heapq.heappush(self._unannounced, (last, room_id, tuple(sorted(changed_members))))
+            heapq.heappush(self._unannounced, _Announcement(last, room_id, members, True))
         current = self.storage.stream_ids.current
-        while self._unannounced and self._unannounced[0][0] <= current:
-            _position, room_id, users = heapq.heappop(self._unannounced)
+        while self._unannounced and self._unannounced[0].position <= current:
+            a = heapq.heappop(self._unannounced)
             try:
-                self.notifier.on_new_event(room_id, current, users)
+                self.notifier.on_new_event(a.room_id, current, a.users, a.state_changed)
             except Exception:  # a broken listener must not fail the write that woke it
-                logger.exception("room_id=%s notifying listeners failed", room_id)
+                logger.exception("room_id=%s notifying listeners failed", a.room_id)
         self.notifier.advance(current)
+
+
+class _Announcement(NamedTuple):
+    position: int
+    room_id: str
+    users: tuple[str, ...]
+    state_changed: bool
 
 
 def _is_live(ctx: EventContext) -> bool:

@@ -86,6 +86,10 @@ class StreamChanges(Protocol):
 
     def rooms_changed(self, room_ids: Iterable[str], since: int, upto: int) -> set[str] | None: ...
 
+    def state_changes(
+        self, room_ids: Iterable[str], since: int, upto: int
+    ) -> dict[str, bool] | None: ...
+
     def membership_changed(self, user_id: str, since: int, upto: int) -> bool: ...
 
 
@@ -336,7 +340,12 @@ class RoomsSync:
         timelines.update(await self._timelines(ctx, to_read, s or 0, {r: t for r in to_read}))
         with_changes: dict[str, bool] = {}
         if not ctx.full and to_read:
-            with_changes = await self.reads.get_rooms_with_state_changes(to_read, s or 0, t)
+            known = self.changes.state_changes(to_read, s or 0, t)
+            with_changes = (
+                known
+                if known is not None
+                else await self.reads.get_rooms_with_state_changes(to_read, s or 0, t)
+            )
         member_changes = {r for r, members in with_changes.items() if members}
         summaries = await room_summaries(
             self.storage, self.reads, ctx.user_id, sorted(newly_joined | member_changes)

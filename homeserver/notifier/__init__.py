@@ -11,7 +11,13 @@ class Notifier(Protocol):
     in-process `LocalNotifier` today, a Redis one feeding every process's local notifier when
     the server runs as several."""
 
-    def on_new_event(self, room_id: str, position: int, users: Iterable[str] = ()) -> None: ...
+    def on_new_event(
+        self,
+        room_id: str,
+        position: int,
+        users: Iterable[str] = (),
+        state_changed: bool = False,
+    ) -> None: ...
 
     def advance(self, position: int) -> None: ...
 

@@ -52,6 +52,9 @@ class LocalNotifier:
         self._by_room: dict[str, set[Listener]] = defaultdict(set)
         self._room_changes = StreamChangeCache(position)
         self._membership_changes = StreamChangeCache(position)
+        # By room: the last current-state change, and the last one of a member.
+        self._state_changes = StreamChangeCache(position)
+        self._member_state_changes = StreamChangeCache(position)
 
     def advance(self, position: int) -> None:
         """Every event at or before `position` has been announced (some needed no wake-up)."""
@@ -63,6 +66,17 @@ class LocalNotifier:
         if upto > self.position:
             return None
         return self._room_changes.changed_entities(room_ids, since)
+
+    def state_changes(
+        self, room_ids: Iterable[str], since: int, upto: int
+    ) -> dict[str, bool] | None:
+        """room_id -> whether a member changed, for those of `room_ids` whose current state may
+        have changed in (since, upto]; None when `upto` has not been announced yet."""
+        if upto > self.position:
+            return None
+        changed = self._state_changes.changed_entities(room_ids, since)
+        members = self._member_state_changes.changed_entities(changed, since)
+        return {room_id: room_id in members for room_id in changed}
 
     def membership_changed(self, user_id: str, since: int, upto: int) -> bool:
         """Whether the user's membership of any room may have changed in (since, upto]."""
@@ -80,15 +94,25 @@ class LocalNotifier:
         for room_id in listener.room_ids:
             _discard(self._by_room, room_id, listener)
 
-    def on_new_event(self, room_id: str, position: int, users: Iterable[str] = ()) -> None:
+    def on_new_event(
+        self,
+        room_id: str,
+        position: int,
+        users: Iterable[str] = (),
+        state_changed: bool = False,
+    ) -> None:
         """An event at `position` in `room_id`; `users` are those whose membership of the room
         may have changed with it, woken even if not listening to the room (the target of an
-        invite or a join, whose room set has just changed)."""
+        invite or a join, whose room set has just changed); `state_changed` when the room's
+        current state may have changed."""
         self.position = max(self.position, position)
         self._room_changes.record(room_id, position)
+        if state_changed:
+            self._state_changes.record(room_id, position)
         woken = set(self._by_room.get(room_id, ()))
         for user_id in users:
             self._membership_changes.record(user_id, position)
+            self._member_state_changes.record(room_id, position)
             woken.update(self._by_user.get(user_id, ()))
         for listener in woken:
             listener._wake(position)

@@ -50,3 +50,15 @@ def test_the_notifier_answers_only_up_to_what_it_was_told() -> None:
     # Before the notifier started (a token from an earlier run of the server).
     assert notifier.rooms_changed(["!b"], 4, 8) == {"!b"}
     assert notifier.membership_changed("@bob:x", 4, 8)
+
+
+def test_state_changes_say_which_rooms_changed_state_and_whether_members_did() -> None:
+    notifier = LocalNotifier(position=0)
+    notifier.on_new_event("!msg", 1)
+    notifier.on_new_event("!topic", 2, state_changed=True)
+    notifier.on_new_event("!join", 3, users=["@bob:x"], state_changed=True)
+    rooms = ["!msg", "!topic", "!join", "!quiet"]
+    assert notifier.state_changes(rooms, 0, 3) == {"!topic": False, "!join": True}
+    assert notifier.state_changes(rooms, 2, 3) == {"!join": True}
+    assert notifier.state_changes(rooms, 3, 3) == {}
+    assert notifier.state_changes(rooms, 3, 4) is None
