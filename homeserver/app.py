@@ -8,6 +8,7 @@ The only module under homeserver/ that may import aiohttp.web and the transports
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -211,6 +212,17 @@ async def build_app(config: Config) -> web.Application:
     return app
 
 
+def _tune_garbage_collector() -> None:
+    """Fewer, cheaper cycle collections. Nearly everything a request allocates is freed by
+    reference counting, yet at the default thresholds the collector walked the whole heap every
+    second or two under sync_bench's load, stopping the server 20-60 ms each time: that was its
+    p99 latency. Objects from start-up are frozen out of the walks, and collections start only
+    after 50,000 net new container objects instead of 700."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 async def run_server(config: Config) -> None:
     """Serve until SIGTERM or SIGINT, then stop accepting, let requests finish, close storage.
     Raises StartupError when the server cannot start."""
@@ -247,6 +259,7 @@ async def run_server(config: Config) -> None:
                     ",".join(listener.resources),
                 )
         logger.info("started server_name=%s", config.server_name)
+        _tune_garbage_collector()
         await stop.wait()
         logger.info("stopping")
     finally:
