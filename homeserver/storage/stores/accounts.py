@@ -82,11 +82,6 @@ class AccountsStore:
         )
         return None if row is None else (row[0], bool(row[1]))
 
-    async def set_password_hash(self, user_id: str, password_hash: str | None) -> None:
-        await self.db.execute(
-            "UPDATE users SET password_hash = $2 WHERE user_id = $1", user_id, password_hash
-        )
-
     async def add_device_txn(
         self, txn: Txn, user_id: str, device_id: str, display_name: str | None, now: int
     ) -> None:
