@@ -84,8 +84,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def write_synapse_config(directory: Path, port: int, server_name: str = "synapse.local") -> Path:
-    """Generate a Synapse config in `directory` and edit it for the benchmark; returns its path."""
+def write_synapse_config(
+    directory: Path,
+    port: int,
+    server_name: str = "synapse.local",
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Generate a Synapse config in `directory` and edit it for the benchmark (`extra` last);
+    returns its path."""
     directory.mkdir(parents=True, exist_ok=True)
     config_path = directory / "homeserver.yaml"
     subprocess.run(
@@ -114,7 +120,7 @@ def write_synapse_config(directory: Path, port: int, server_name: str = "synapse
             "type": "http",
             "tls": False,
             "x_forwarded": False,
-            "resources": [{"names": ["client"], "compress": False}],
+            "resources": [{"names": ["client", "media"], "compress": False}],
         }
     ]
     config["database"] = {
@@ -142,6 +148,7 @@ def write_synapse_config(directory: Path, port: int, server_name: str = "synapse
         }
     )
     config.update(SYNAPSE_RATE_LIMITS)
+    config.update(extra or {})
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     return config_path
 
@@ -223,8 +230,10 @@ class ServerProcess:
                 self._log = None
 
 
-def synapse_process(directory: Path, port: int) -> ServerProcess:
-    config_path = write_synapse_config(directory, port)
+def synapse_process(
+    directory: Path, port: int, extra: dict[str, Any] | None = None
+) -> ServerProcess:
+    config_path = write_synapse_config(directory, port, extra=extra)
     return ServerProcess(
         name="synapse",
         argv=[sys.executable, "-m", "synapse.app.homeserver", "-c", str(config_path)],

@@ -199,7 +199,7 @@ def own_cpu_s() -> float:
 
 
 async def wait_for_quiet(
-    max_wait_s: float, result: Result, phase: str, threshold: float = 0.3
+    max_wait_s: float, notes: list[str], phase: str, threshold: float = 0.3
 ) -> None:
     """Wait (at most max_wait_s) until the machine is nearly idle for 3 s: other work on this
     2-core machine (test suites, builds) would be measured as the server's latency."""
@@ -211,9 +211,7 @@ async def wait_for_quiet(
         if busy < threshold:
             return
         if time.perf_counter() > deadline:
-            result.notes.append(
-                f"the machine was still busy ({busy:.2f} cores) when the {phase} started"
-            )
+            notes.append(f"the machine was still busy ({busy:.2f} cores) when the {phase} started")
             log(f"  machine busy ({busy:.2f} cores): starting anyway")
             return
         log(f"  machine busy ({busy:.2f} cores): waiting for it to settle")
@@ -756,7 +754,7 @@ async def run_load(
         send_latency.append((time.perf_counter() - started) * 1000)
         send_ok[i] = True
 
-    await wait_for_quiet(params.quiet_wait, result, "load")
+    await wait_for_quiet(params.quiet_wait, result.notes, "load")
     pollers = [asyncio.create_task(poll(u)) for u in users]
     await asyncio.sleep(1.0)  # let every poll reach the server and settle
     cpu_before = cpu_seconds(target.server.pid) or 0.0
@@ -973,7 +971,7 @@ async def run_target(name: str, params: Params, keep: bool) -> Result:
         if not target.is_synapse:
             _, token = await client.register(BIG_USER)
             big = User(-1, f"@{BIG_USER}:{target.server_name}", token)
-        await wait_for_quiet(params.quiet_wait, result, "initial sync")
+        await wait_for_quiet(params.quiet_wait, result.notes, "initial sync")
         await measure_initial_sync(client, big, params, result)
         result.rss_after_initial_sync_mb = mb(sampler.now_kib())
 
