@@ -11,15 +11,10 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-try:  # Importing synapse sets a process-wide Pillow flag; put it back afterwards.
-    from PIL import ImageFile as _PILImageFile
-
-    _LOAD_TRUNCATED = _PILImageFile.LOAD_TRUNCATED_IMAGES
-except ImportError:  # pragma: no cover - Pillow is a Synapse dependency
-    _PILImageFile = None
+from tests.interop.availability import keeping_pillow_settings
 
 # Synapse's imports raise DeprecationWarnings from Twisted and jsonschema; not ours to fix.
-with warnings.catch_warnings():
+with warnings.catch_warnings(), keeping_pillow_settings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import synapse  # noqa: E402
     from synapse.api.errors import SynapseError  # noqa: E402
@@ -47,9 +42,6 @@ from homeserver.events.event import CREATE, Event, StateKey, StateMap  # noqa: E
 from homeserver.events.room_versions import StateResAlgorithm  # noqa: E402
 from homeserver.state import InMemoryStateResolutionStore, resolve_state  # noqa: E402
 from tests.interop.rooms import run_sync  # noqa: E402
-
-if _PILImageFile is not None:
-    _PILImageFile.LOAD_TRUNCATED_IMAGES = _LOAD_TRUNCATED
 
 SYNAPSE_VERSION: str = synapse.__version__
 
