@@ -34,6 +34,8 @@ from homeserver.crypto.keys import (
 )
 from homeserver.errors import Codes, MatrixError
 from homeserver.storage import DatabaseUnavailable, SchemaTooNew, Storage, open_storage
+from media_repo.repository import build_media_repository
+from media_repo.routes import MEDIA, install_media_routes
 
 logger = logging.getLogger(__name__)
 
@@ -118,9 +120,12 @@ def _storage_context(
                 public_baseurl=config.public_baseurl,
                 limits=config.limits,
             )
+            media = app[MEDIA] = build_media_repository(core, config.media)
+            await media.start()
             try:
                 yield
             finally:
+                await media.close()
                 await core.persister.close()  # queued events commit before the database closes
         finally:
             await storage.close()
@@ -209,6 +214,9 @@ async def build_app(config: Config) -> web.Application:
 
     ServerKeyServlet(config.server_name, server_keys).register(app.router)
     install_client_routes(app.router)
+    # Uploads stream through request.content, which client_max_size does not limit; the media
+    # repository enforces media.max_upload_size instead.
+    install_media_routes(app.router, config.media.allow_legacy_unauthenticated)
     return app
 
 

@@ -1,5 +1,6 @@
 """The `homeserver` command: `generate-config` writes a config and signing key, `run` serves,
-`register-user` creates an account (see homeserver/register_user.py).
+`register-user` creates an account (see homeserver/register_user.py), `media quarantine|
+unquarantine|delete` are the operator's media operations.
 
 Failures an operator must fix (bad config, unreachable database, unreadable key) end with exit
 code 1 and one line on stderr naming the cause; argparse usage errors exit with 2.
@@ -97,7 +98,76 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("user", metavar="USER", help="a localpart (alice) or @alice:server.name")
     reg.add_argument("--password", help="the password (prompted for when not given)")
     reg.add_argument("--admin", action="store_true", help="make the account a server admin")
+
+    media = commands.add_parser(
+        "media",
+        help="quarantine or delete uploaded media (the server may be running)",
+        description="Operator operations on one media of the content repository.",
+    )
+    actions = media.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, text in (
+        ("quarantine", "hide a media from every download (its file is kept)"),
+        ("unquarantine", "serve a quarantined media again"),
+        ("delete", "delete a media; its file goes once no other media has the same content"),
+    ):
+        sub = actions.add_parser(action, help=text, description=text[0].upper() + text[1:] + ".")
+        sub.add_argument(
+            "--config", required=True, type=Path, metavar="PATH", help="the config file"
+        )
+        sub.add_argument("uri", metavar="MXC_URI", help="the media, as mxc://server/media_id")
     return parser
+
+
+def media_command(action: str, config_path: Path, uri: str) -> int:
+    from homeserver.clock import SystemClock
+    from homeserver.config import RateLimit
+    from homeserver.ratelimit import RateLimiter
+    from homeserver.storage import DatabaseUnavailable, SchemaTooNew, open_database
+    from homeserver.storage.migrations import apply_migrations
+    from homeserver.storage.stores.media import MediaStore
+    from media_repo.filepaths import parse_mxc
+    from media_repo.repository import MediaRepository
+    from media_repo.storage_backend import LocalMediaStorage
+
+    try:
+        config = load_config(config_path)
+    except ConfigError as e:
+        where = f" in {e.source}" if e.source else ""
+        return _fail(f"configuration error{where}: {'; '.join(e.problems)}")
+    try:
+        server_name, media_id = parse_mxc(uri)
+    except ValueError as e:
+        return _fail(str(e))
+
+    async def apply() -> bool:
+        # Like register-user: no single-writer claim, since media rows allocate no stream
+        # position; safe beside a running server.
+        db = await open_database(config.database)
+        try:
+            await apply_migrations(db)
+            clock = SystemClock()
+            repository = MediaRepository(
+                MediaStore(db),
+                LocalMediaStorage(config.media.path),
+                config.server_name,
+                config.media,
+                clock,
+                RateLimiter(RateLimit(0, 0), clock),
+            )
+            if action == "delete":
+                return await repository.delete(server_name, media_id)
+            return await repository.quarantine(server_name, media_id, action == "quarantine")
+        finally:
+            await db.close()
+
+    try:
+        found = asyncio.run(apply())
+    except (DatabaseUnavailable, SchemaTooNew, OSError) as e:
+        return _fail(f"cannot use the database: {e}")
+    if not found:
+        return _fail(f"no media {uri}")
+    print(f"{action}d {uri}")  # quarantined, unquarantined, deleted
+    return 0
 
 
 def register_user_command(config_path: Path, user: str, password: str | None, admin: bool) -> int:
@@ -213,4 +283,6 @@ def main(argv: list[str] | None = None) -> int:
         return generate_config(args.server_name, args.config, args.data_dir)
     if args.command == "register-user":
         return register_user_command(args.config, args.user, args.password, args.admin)
+    if args.command == "media":
+        return media_command(args.action, args.config, args.uri)
     return run(args.config, args.listen)

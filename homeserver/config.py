@@ -90,6 +90,12 @@ class MediaConfig:
     path: Path = DEFAULT_DATA_DIR / "media"
     max_upload_size: int = DEFAULT_MAX_UPLOAD_SIZE
     allow_legacy_unauthenticated: bool = False
+    # Asynchronous uploads (POST /media/v1/create): how long a created ID waits for its
+    # content (the spec recommends 24 hours), and how many may wait at once per user.
+    pending_upload_lifetime_s: int = 24 * 60 * 60
+    max_pending_uploads: int = 10
+    # Images with more pixels are not thumbnailed (decompression bombs).
+    max_image_pixels: int = 32_000_000
 
 
 @dataclass(frozen=True)
@@ -121,6 +127,7 @@ class LimitsConfig:
     login_ip: RateLimit = field(default_factory=lambda: RateLimit(0.2, 10))
     login_account: RateLimit = field(default_factory=lambda: RateLimit(0.1, 5))
     registration_ip: RateLimit = field(default_factory=lambda: RateLimit(0.1, 5))
+    media_uploads: RateLimit = field(default_factory=lambda: RateLimit(1.0, 20))
 
 
 @dataclass
@@ -222,6 +229,9 @@ _INT = _want("an integer", lambda v: isinstance(v, int) and not isinstance(v, bo
 _BOOL = _want("a boolean (true or false)", lambda v: isinstance(v, bool))
 _MAPPING = _want("a mapping", lambda v: isinstance(v, dict))
 _LIST = _want("a list", lambda v: isinstance(v, list))
+_POSITIVE_INT = _want(
+    "an integer above zero", lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0
+)
 _NUMBER = _want(
     "a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
 )
@@ -388,6 +398,11 @@ def _read_media(s: _Section, data_dir: Path) -> MediaConfig:
         allow_legacy_unauthenticated=s.get(
             "allow_legacy_unauthenticated", _BOOL, d.allow_legacy_unauthenticated
         ),
+        pending_upload_lifetime_s=s.get(
+            "pending_upload_lifetime_s", _POSITIVE_INT, d.pending_upload_lifetime_s
+        ),
+        max_pending_uploads=s.get("max_pending_uploads", _POSITIVE_INT, d.max_pending_uploads),
+        max_image_pixels=s.get("max_image_pixels", _POSITIVE_INT, d.max_image_pixels),
     )
     s.finish()
     return media
@@ -451,6 +466,7 @@ def _read_limits(s: _Section) -> LimitsConfig:
         login_ip=bucket("login_ip", d.login_ip),
         login_account=bucket("login_account", d.login_account),
         registration_ip=bucket("registration_ip", d.registration_ip),
+        media_uploads=bucket("media_uploads", d.media_uploads),
     )
     s.finish()
     return limits
@@ -613,6 +629,12 @@ media:
   # Also serve the deprecated unauthenticated download endpoints under /_matrix/media/v3
   # (spec v1.11 moved downloads to the authenticated /_matrix/client/v1/media).
   allow_legacy_unauthenticated: false
+  # Asynchronous uploads (POST /_matrix/media/v1/create): how long, in seconds, a created
+  # media ID waits for its content, and how many such IDs a user may have waiting at once.
+  pending_upload_lifetime_s: 86400
+  max_pending_uploads: 10
+  # Images with more pixels than this are not thumbnailed (decompression bombs).
+  max_image_pixels: 32000000
 
 # The Ed25519 key this server signs events and federation requests with, in Synapse's
 # key file format. Created on first start if missing. Back it up: a server that loses
@@ -659,6 +681,10 @@ limits:
   registration_ip:
     per_second: 0.1
     burst: 5
+  # Media uploads (POST /_matrix/media/v3/upload and /_matrix/media/v1/create), per user.
+  media_uploads:
+    per_second: 1
+    burst: 20
 
 # Redis links several server processes (wake-ups and cache invalidation).
 # A single process does not need it.

@@ -64,6 +64,7 @@ class RateLimits:
     login_ip: RateLimiter
     login_account: RateLimiter
     registration_ip: RateLimiter
+    media_uploads: RateLimiter
 
     @classmethod
     def from_config(cls, limits: LimitsConfig, clock: Clock) -> RateLimits:
@@ -72,4 +73,5 @@ class RateLimits:
             RateLimiter(limits.login_ip, clock),
             RateLimiter(limits.login_account, clock),
             RateLimiter(limits.registration_ip, clock),
+            RateLimiter(limits.media_uploads, clock),
         )

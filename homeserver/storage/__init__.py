@@ -14,6 +14,7 @@ from homeserver.storage.migrations import apply_migrations
 from homeserver.storage.stores.accounts import AccountsStore
 from homeserver.storage.stores.events import EventsStore
 from homeserver.storage.stores.filters import FiltersStore
+from homeserver.storage.stores.media import MediaStore
 from homeserver.storage.stores.persist import PersistEventsStore
 from homeserver.storage.stores.room_extras import RoomExtrasStore
 from homeserver.storage.stores.rooms import RoomsStore
@@ -46,6 +47,7 @@ class Storage:
     user_data: UserDataStore
     filters: FiltersStore
     sync_reads: SyncReadsStore
+    media: MediaStore
 
     async def close(self) -> None:
         # Closing the Database also releases its single-writer claim (lock_single_writer).
@@ -105,4 +107,5 @@ async def storage_on(db: Database) -> Storage:
         user_data=UserDataStore(db),
         filters=FiltersStore(db),
         sync_reads=SyncReadsStore(db),
+        media=MediaStore(db),
     )

@@ -54,9 +54,14 @@ def _response_validator(api: str, path: str, method: str, status: int) -> Draft2
     registry: Registry[Any] = Registry(retrieve=_retrieve).with_resource(  # type: ignore[call-arg]
         uri, Resource.from_contents(document, DRAFT202012)
     )
-    pointer = _pointer(
-        "paths", path, method, "responses", str(status), "content", "application/json", "schema"
+    response = operation["responses"][str(status)]
+    # A shared response (`$ref: '#/components/responses/rateLimited'`) lives elsewhere.
+    parts = (
+        response["$ref"].removeprefix("#/").split("/")
+        if "$ref" in response
+        else ["paths", path, method, "responses", str(status)]
     )
+    pointer = _pointer(*parts, "content", "application/json", "schema")
     return Draft202012Validator({"$ref": f"{uri}#{pointer}"}, registry=registry)
 
 
