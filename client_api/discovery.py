@@ -7,8 +7,10 @@ from aiohttp import web
 from client_api.http import core_of, ok, requester
 from homeserver.events.room_versions import DEFAULT_ROOM_VERSION, KNOWN_ROOM_VERSIONS
 
-# The spec versions whose client endpoints we serve; clients pick features by these.
-SPEC_VERSIONS = ["v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6"]
+# The spec versions whose client endpoints we serve; clients pick features by these. Element
+# and other clients use the authenticated media endpoints only from v1.11 on (and the legacy
+# ones are off by default here), so v1.7-v1.11 are listed now that media is served.
+SPEC_VERSIONS = [f"v1.{minor}" for minor in range(1, 12)]
 
 
 async def versions(_request: web.Request) -> web.Response:
