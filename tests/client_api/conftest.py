@@ -52,7 +52,9 @@ def client_core(storage: Storage, server_keys: ServerKeys) -> Core:
 
 
 @pytest.fixture
-async def client(aiohttp_client: ClientFactory, client_core: Core) -> TestClient[Any, Any]:
+async def client(client_core: Core, aiohttp_client: ClientFactory) -> TestClient[Any, Any]:
+    # client_core first: fixtures are torn down in reverse, so the server and its cleanup
+    # (which lets queued events commit) go before the database closes.
     return await aiohttp_client(client_app(client_core))
 
 
