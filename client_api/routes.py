@@ -16,6 +16,7 @@ from client_api import (
     room_reads,
     rooms,
     sync,
+    to_device,
 )
 
 
@@ -32,5 +33,6 @@ def install_client_routes(router: web.UrlDispatcher) -> None:
         directory,
         filters,
         sync,
+        to_device,
     ):
         router.add_routes(module.routes())

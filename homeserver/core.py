@@ -22,6 +22,7 @@ from homeserver.handlers.room import RoomCreationHandler
 from homeserver.handlers.room_handlers import RoomHandlers, build_room_handlers
 from homeserver.handlers.state import StateHandler
 from homeserver.handlers.sync import SyncHandler, build_sync_handler
+from homeserver.handlers.to_device import ToDeviceHandler
 from homeserver.handlers.typing import TypingHandler
 from homeserver.handlers.uia import InteractiveAuth, RegistrationTokens
 from homeserver.notifier.local import LocalNotifier
@@ -60,6 +61,8 @@ class Core:
     # /sync and filters (issue 3, "Syncing", "Filtering").
     filters: FilterHandler
     sync: SyncHandler
+    # Send-to-device messages (issue 5).
+    to_device: ToDeviceHandler
 
 
 def build_core(
@@ -115,11 +118,13 @@ def build_core(
         receipts=ReceiptsHandler(storage, user_data, account_data, notifier, clock),
         typing=TypingHandler(storage, notifier, clock),
         presence=PresenceHandler(storage, user_data, notifier, clock, server_name),
+        to_device=ToDeviceHandler(storage.to_device, notifier, server_name),
     )
     # The per-user streams beside room events, each under its slot of the sync token.
     core.sync.add_source("typing", core.typing)
     core.sync.add_source("receipts", core.receipts)
     core.sync.add_source("presence", core.presence)
     core.sync.add_source("account_data", core.account_data)
+    core.sync.add_source("to_device", core.to_device)
     core.sync.set_presence_hook(core.presence)
     return core

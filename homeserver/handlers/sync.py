@@ -66,6 +66,10 @@ class SyncSourceUpdates:
     device_unused_fallback_key_types: list[str] | None = None
     room_ephemeral: dict[str, list[JsonDict]] = field(default_factory=dict)
     room_account_data: dict[str, list[JsonDict]] = field(default_factory=dict)
+    # slot -> position: a source that sent only part of what its stream holds up to
+    # to_token (a capped batch) names the position it reached; next_batch carries that
+    # instead, so the rest comes in the next response.
+    positions: dict[str, int] = field(default_factory=dict)
 
     def has_data(self) -> bool:
         return bool(
@@ -85,6 +89,7 @@ class SyncSourceUpdates:
         self.device_lists_changed += other.device_lists_changed
         self.device_lists_left += other.device_lists_left
         self.device_one_time_keys_count.update(other.device_one_time_keys_count)
+        self.positions.update(other.positions)
         if other.device_unused_fallback_key_types is not None:
             self.device_unused_fallback_key_types = other.device_unused_fallback_key_types
         for target, extra in (
@@ -207,8 +212,11 @@ class SyncHandler:
                     entry[section]["events"].extend(kept)
         presence = f.presence.filter_json(updates.presence)
         account_data = f.account_data.filter_json(updates.account_data)
+        next_batch = now
+        for name, position in updates.positions.items():
+            next_batch = next_batch.with_position(name, min(position, now.get(name)))
         body: JsonDict = {
-            "next_batch": str(now),
+            "next_batch": str(next_batch),
             "rooms": {
                 "join": join,
                 "invite": rooms.invite,

@@ -20,6 +20,7 @@ from homeserver.storage.stores.room_extras import RoomExtrasStore
 from homeserver.storage.stores.rooms import RoomsStore
 from homeserver.storage.stores.state import StateStore
 from homeserver.storage.stores.sync_reads import SyncReadsStore
+from homeserver.storage.stores.to_device import ToDeviceStore
 from homeserver.storage.stores.user_data import UserDataStore
 
 __all__ = ["Storage", "open_storage", "open_database", "DatabaseUnavailable", "SchemaTooNew"]
@@ -48,6 +49,7 @@ class Storage:
     filters: FiltersStore
     sync_reads: SyncReadsStore
     media: MediaStore
+    to_device: ToDeviceStore
 
     async def close(self) -> None:
         # Closing the Database also releases its single-writer claim (lock_single_writer).
@@ -108,4 +110,5 @@ async def storage_on(db: Database) -> Storage:
         filters=FiltersStore(db),
         sync_reads=SyncReadsStore(db),
         media=MediaStore(db),
+        to_device=ToDeviceStore(db),
     )
