@@ -10,7 +10,7 @@ from homeserver.core import Core, build_core
 from homeserver.crypto.keys import ServerKeys
 from homeserver.handlers.auth import Requester
 from tests.client_api.test_rooms import room_state
-from tests.helpers.rest import V3, RestHelper, User
+from tests.helpers.rest import V3, RestHelper
 from tests.helpers.spec_schemas import assert_response_valid, assert_valid
 
 SEND = ("client-server/room_send.yaml", "/rooms/{roomId}/send/{eventType}/{txnId}", "put")
@@ -19,19 +19,6 @@ GET_STATE = ("client-server/rooms.yaml", "/rooms/{roomId}/state/{eventType}/{sta
 REDACT = ("client-server/redaction.yaml", "/rooms/{roomId}/redact/{eventId}/{txnId}", "put")
 GET_EVENT = ("client-server/rooms.yaml", "/rooms/{roomId}/event/{eventId}", "get")
 ERROR = "api/client-server/definitions/errors/error.yaml"
-
-
-async def login(rest: RestHelper, localpart: str) -> User:
-    body = await rest.request(
-        "POST",
-        f"{V3}/login",
-        body={
-            "type": "m.login.password",
-            "identifier": {"type": "m.id.user", "user": localpart},
-            "password": "correct horse",
-        },
-    )
-    return User(body["user_id"], body["access_token"], body["device_id"])
 
 
 async def test_send_is_idempotent_per_device(
@@ -46,7 +33,7 @@ async def test_send_is_idempotent_per_device(
     again = await rest.request("PUT", path, alice, body=content)
     assert again == first
     # Another device of the same user has its own transaction IDs.
-    laptop = await login(rest, "alice")
+    laptop = await rest.login("alice")
     other = await rest.request("PUT", path, laptop, body=content)
     assert other["event_id"] != first["event_id"]
     # After a restart (a new Core over the same database) the mapping is still there.

@@ -22,19 +22,6 @@ PROMPTLY_S = 5.0
 _txn = 0
 
 
-async def login(rest: RestHelper, localpart: str) -> User:
-    done = await rest.request(
-        "POST",
-        f"{V3}/login",
-        body={
-            "type": "m.login.password",
-            "identifier": {"type": "m.id.user", "user": localpart},
-            "password": "correct horse",
-        },
-    )
-    return User(done["user_id"], done["access_token"], done["device_id"])
-
-
 async def send(
     rest: RestHelper,
     sender: User,
@@ -72,7 +59,7 @@ def events(body: Any) -> list[Any]:
 async def test_send_to_one_device_and_to_all(rest: RestHelper) -> None:
     alice = await rest.register("alice")
     bob = await rest.register("bob")
-    bob2 = await login(rest, "bob")
+    bob2 = await rest.login("bob")
     since1 = (await sync(rest, bob))["next_batch"]
     since2 = (await sync(rest, bob2))["next_batch"]
     await send(rest, alice, {bob.user_id: {bob.device_id: {"n": 1}}}, "m.one")
@@ -97,7 +84,7 @@ async def test_initial_sync_delivers_pending_messages(rest: RestHelper) -> None:
 
 async def test_transaction_id_is_idempotent_per_device(rest: RestHelper) -> None:
     alice = await rest.register("alice")
-    alice2 = await login(rest, "alice")
+    alice2 = await rest.login("alice")
     bob = await rest.register("bob")
     since = (await sync(rest, bob))["next_batch"]
     for _ in range(2):
@@ -214,7 +201,7 @@ async def test_the_position_survives_a_restart_with_an_empty_inbox(
 async def test_deleting_a_device_drops_its_inbox(rest: RestHelper, client_core: Core) -> None:
     alice = await rest.register("alice")
     bob = await rest.register("bob")
-    bob2 = await login(rest, "bob")
+    bob2 = await rest.login("bob")
     await send(rest, alice, {bob.user_id: {"*": {"n": 1}}})
     await rest.request("POST", f"{V3}/logout", bob2, body={})
     rows = await client_core.storage.db.fetch(

@@ -64,6 +64,20 @@ class RestHelper:
         )
         return User(done["user_id"], done["access_token"], done["device_id"])
 
+    async def login(self, localpart: str, password: str = "correct horse", **extra: Any) -> User:
+        """A new device of an existing user (m.login.password); `extra` goes into the body."""
+        done = await self.request(
+            "POST",
+            f"{V3}/login",
+            body={
+                "type": "m.login.password",
+                "identifier": {"type": "m.id.user", "user": localpart},
+                "password": password,
+                **extra,
+            },
+        )
+        return User(done["user_id"], done["access_token"], done["device_id"])
+
     # -- rooms (client_api/rooms.py, room_reads.py) ----------------------------------------
 
     async def create_room(self, user: User, expect: int = 200, **body: Any) -> str:
