@@ -9,7 +9,7 @@ import hashlib
 from typing import Any
 
 from homeserver.config import LimitsConfig, MediaConfig, RateLimit, RegistrationConfig
-from homeserver.core import build_core
+from homeserver.core import Core, build_core
 from homeserver.crypto.keys import ServerKeys
 from homeserver.storage import Storage
 from tests.client_api.conftest import UNLIMITED
@@ -119,17 +119,10 @@ async def test_upload_metadata_content_type_and_filename(
 
 
 async def test_oversize_upload_is_refused_and_leaves_nothing(
-    make_harness: HarnessFactory, storage: Storage, server_keys: ServerKeys, media_config: Any
+    make_harness: HarnessFactory, media_core: Core, media_config: Any
 ) -> None:
     config = MediaConfig(path=media_config.path, max_upload_size=MIB)
-    core = build_core(
-        storage,
-        "test.local",
-        server_keys,
-        registration=RegistrationConfig(enabled=True),
-        limits=UNLIMITED,
-    )
-    harness = await make_harness(core, config)
+    harness = await make_harness(media_core, config)
     alice = await harness.rest.register("alice")
     # Declared too large: refused before a byte is read.
     body = await harness.upload(alice, b"x" * (MIB + 1), expect=413)
@@ -275,17 +268,10 @@ async def test_async_upload_errors(harness: MediaHarness, alice: User) -> None:
 
 
 async def test_pending_uploads_are_limited_per_user(
-    make_harness: HarnessFactory, storage: Storage, server_keys: ServerKeys, media_config: Any
+    make_harness: HarnessFactory, media_core: Core, media_config: Any
 ) -> None:
     config = MediaConfig(path=media_config.path, max_pending_uploads=2)
-    core = build_core(
-        storage,
-        "test.local",
-        server_keys,
-        registration=RegistrationConfig(enabled=True),
-        limits=UNLIMITED,
-    )
-    harness = await make_harness(core, config)
+    harness = await make_harness(media_core, config)
     alice = await harness.rest.register("alice")
     bob = await harness.rest.register("bob")
     first = await harness.rest.request("POST", "/_matrix/media/v1/create", alice, body={})
