@@ -33,7 +33,6 @@ import argparse
 import asyncio
 import hashlib
 import io
-import json
 import os
 import shutil
 import statistics
@@ -41,7 +40,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -60,6 +59,7 @@ from sync_bench import (  # noqa: E402
     machine,
     mb,
     percentile,
+    print_run,
     recreate_postgres_database,
     wait_for_quiet,
     write_our_config,
@@ -417,32 +417,11 @@ async def main(argv: list[str]) -> None:
             )
         except TimeoutError:
             results.append(Result(target=name, error="did not finish in time"))
-    info = machine()
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "machine": info,
-                    "params": asdict(params),
-                    "results": [asdict(r) for r in results],
-                },
-                indent=2,
-            )
-        )
-        return
-    print(
-        f"{info['date']}, {info['cpus']} cores, Python {info['python']}, "
-        f"SQLite {info['sqlite']}, Synapse {info['synapse']}"
-    )
-    print(
+    description = (
         f"{params.size_mb} MB file; {params.files} files of {params.file_kb} KB; "
         f"thumbnails of a {params.image_width}x{params.image_height} JPEG"
     )
-    print()
-    print(table(results))
-    for r in results:
-        for note in ([r.error] if r.error else []) + r.notes:
-            print(f"- {r.target}: {note}")
+    print_run(machine(), params, results, description, table(results), as_json=args.json)
 
 
 if __name__ == "__main__":

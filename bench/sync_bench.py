@@ -1179,35 +1179,41 @@ async def main(argv: list[str]) -> None:
             result = Result(target=name, error=f"did not finish in {params.target_timeout:g} s")
         results.append(result)
         log(f"{name}: done ({time.perf_counter() - started:.0f} s since the start)")
-    info = machine()
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "machine": info,
-                    "params": asdict(params),
-                    "results": [asdict(r) for r in results],
-                },
-                indent=2,
-            )
-        )
-        return
-    report(info, params, results)
+    print_run(machine(), params, results, describe(params), table(results), as_json=args.json)
 
 
-def report(info: dict[str, Any], params: Params, results: list[Result]) -> None:
-    print(
-        f"{info['date']}, {info['cpus']} cores, {info['memory']}, Python {info['python']}, "
-        f"SQLite {info['sqlite']}, Synapse {info['synapse']}"
-    )
-    print(
+def describe(params: Params) -> str:
+    return (
         f"{params.users} users, {params.rooms} rooms ({params.rooms_per_user} per user), "
         f"{params.rate:g} msg/s for {params.duration:g} s; initial sync of {params.big_rooms} "
         f"rooms x {params.big_events} messages (Synapse: x {params.synapse_big_events}); "
         f"{params.idle} idle long-polls"
     )
+
+
+def print_run(
+    info: dict[str, Any],
+    params: Any,
+    results: list[Any],
+    description: str,
+    table_text: str,
+    *,
+    as_json: bool = False,
+) -> None:
+    """A run's output, shared by the benches: JSON (machine, parameters, results), or the
+    machine, what was run, the table and each target's notes. `params` and `results` are
+    dataclasses; each result has `target`, `error` and `notes`."""
+    if as_json:
+        runs = {"machine": info, "params": asdict(params), "results": [asdict(r) for r in results]}
+        print(json.dumps(runs, indent=2))
+        return
+    print(
+        f"{info['date']}, {info['cpus']} cores, {info['memory']}, Python {info['python']}, "
+        f"SQLite {info['sqlite']}, Synapse {info['synapse']}"
+    )
+    print(description)
     print()
-    print(table(results))
+    print(table_text)
     for r in results:
         for note in ([r.error] if r.error else []) + r.notes:
             print(f"- {r.target}: {note}")
@@ -1217,7 +1223,8 @@ def report_from_json(paths: list[str]) -> None:
     """Print the table of one or more saved --json outputs (their results side by side)."""
     runs = [json.loads(Path(p).read_text()) for p in paths]
     results = [Result(**r) for run in runs for r in run["results"]]
-    report(runs[0]["machine"], Params(**runs[0]["params"]), results)
+    params = Params(**runs[0]["params"])
+    print_run(runs[0]["machine"], params, results, describe(params), table(results))
 
 
 if __name__ == "__main__":
