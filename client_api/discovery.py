@@ -14,7 +14,11 @@ SPEC_VERSIONS = [f"v1.{minor}" for minor in range(1, 12)]
 
 
 async def versions(_request: web.Request) -> web.Response:
-    return ok({"versions": SPEC_VERSIONS, "unstable_features": {}})
+    return ok({"versions": SPEC_VERSIONS, "unstable_features": UNSTABLE_FEATURES})
+
+
+# MSCs served under their unstable prefixes, which clients look for here before using them.
+UNSTABLE_FEATURES = {"org.matrix.msc3814": True}
 
 
 async def well_known_client(request: web.Request) -> web.Response:

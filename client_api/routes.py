@@ -12,6 +12,7 @@ from client_api import (
     discovery,
     ephemeral,
     filters,
+    keys,
     profile,
     room_reads,
     rooms,
@@ -34,5 +35,6 @@ def install_client_routes(router: web.UrlDispatcher) -> None:
         filters,
         sync,
         to_device,
+        keys,
     ):
         router.add_routes(module.routes())

@@ -10,7 +10,10 @@ from homeserver.config import LimitsConfig, RegistrationConfig
 from homeserver.crypto.keys import ServerKeys
 from homeserver.handlers.account_data import AccountDataHandler
 from homeserver.handlers.auth import AuthHandler
+from homeserver.handlers.dehydrated_devices import DehydratedDeviceHandler
+from homeserver.handlers.device_lists import DeviceLists
 from homeserver.handlers.devices import DeviceHandler
+from homeserver.handlers.e2e_keys import E2eKeysHandler
 from homeserver.handlers.filters import FilterHandler
 from homeserver.handlers.message import EventCreationHandler, LocalServer
 from homeserver.handlers.persistence import EventPersister
@@ -61,8 +64,11 @@ class Core:
     # /sync and filters (issue 3, "Syncing", "Filtering").
     filters: FilterHandler
     sync: SyncHandler
-    # Send-to-device messages (issue 5).
+    # End-to-end encryption (issue 5): to-device messages, keys, device lists.
     to_device: ToDeviceHandler
+    device_lists: DeviceLists
+    e2e_keys: E2eKeysHandler
+    dehydrated_devices: DehydratedDeviceHandler
 
 
 def build_core(
@@ -81,7 +87,10 @@ def build_core(
     persister = EventPersister(storage, state, notifier)
     events = EventCreationHandler(storage, state, persister, server, clock)
     rate_limits = RateLimits.from_config(limits or LimitsConfig(), clock)
-    auth = AuthHandler(storage, server_name, clock, rate_limits.login_account)
+    device_lists = DeviceLists(
+        storage.e2e_keys, storage.sync_reads, storage.rooms, storage.stream_ids, notifier
+    )
+    auth = AuthHandler(storage, server_name, clock, device_lists, rate_limits.login_account)
     uia = InteractiveAuth(clock)
     user_data = storage.user_data
     account_data = AccountDataHandler(user_data, notifier)
@@ -113,12 +122,17 @@ def build_core(
         rate_limits=rate_limits,
         user_data=user_data,
         profile=ProfileHandler(storage, user_data, events, server_name),
-        devices=DeviceHandler(storage, user_data, auth, uia, events, clock),
+        devices=(devices := DeviceHandler(storage, user_data, auth, uia, events, clock)),
         account_data=account_data,
         receipts=ReceiptsHandler(storage, user_data, account_data, notifier, clock),
         typing=TypingHandler(storage, notifier, clock),
         presence=PresenceHandler(storage, user_data, notifier, clock, server_name),
         to_device=ToDeviceHandler(storage.to_device, notifier, server_name),
+        device_lists=device_lists,
+        e2e_keys=E2eKeysHandler(
+            storage.e2e_keys, device_lists, server_name, devices.require_password
+        ),
+        dehydrated_devices=DehydratedDeviceHandler(storage, device_lists, clock),
     )
     # The per-user streams beside room events, each under its slot of the sync token.
     core.sync.add_source("typing", core.typing)
@@ -126,5 +140,6 @@ def build_core(
     core.sync.add_source("presence", core.presence)
     core.sync.add_source("account_data", core.account_data)
     core.sync.add_source("to_device", core.to_device)
+    core.sync.add_source("device_lists", core.device_lists)
     core.sync.set_presence_hook(core.presence)
     return core

@@ -2,6 +2,7 @@
 
 Raise these anywhere; each transport renders them in exactly one middleware.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -33,6 +34,7 @@ class Codes:
     RESOURCE_LIMIT_EXCEEDED = "M_RESOURCE_LIMIT_EXCEEDED"
     USER_DEACTIVATED = "M_USER_DEACTIVATED"
     USER_LOCKED = "M_USER_LOCKED"
+    INVALID_SIGNATURE = "M_INVALID_SIGNATURE"
 
 
 # The status a client sees for an errcode unless the raiser chose one explicitly.

@@ -14,6 +14,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from homeserver.clock import Clock
 from homeserver.errors import Codes, MatrixError
+from homeserver.handlers.device_lists import DeviceLists
 from homeserver.ratelimit import RateLimiter
 from homeserver.storage import Storage
 from homeserver.storage.database import Txn
@@ -63,11 +64,15 @@ class AuthHandler:
         storage: Storage,
         server_name: str,
         clock: Clock,
+        device_lists: DeviceLists,
         failed_logins: RateLimiter | None = None,
     ) -> None:
         self.storage = storage
         self.server_name = server_name
         self.clock = clock
+        # Deleting a device changes the user's device list (other users' clients stop
+        # encrypting for it).
+        self.device_lists = device_lists
         # Wrong passwords per account, wherever a password is checked (login and every
         # user-interactive password stage); right ones are not counted, so nobody can lock
         # an account out by failing on purpose faster than its owner logs in.
@@ -232,11 +237,11 @@ class AuthHandler:
         return Requester(owner.user_id, owner.device_id, owner.is_admin, hashed)
 
     async def logout(self, requester: Requester) -> None:
-        async with self.storage.db.transaction() as txn:
+        async with self.device_lists.changing([requester.user_id]) as txn:
             await self.storage.accounts.delete_devices_txn(
                 txn, requester.user_id, [requester.device_id]
             )
 
     async def logout_all(self, user_id: str) -> None:
-        async with self.storage.db.transaction() as txn:
+        async with self.device_lists.changing([user_id]) as txn:
             await self.storage.accounts.delete_devices_txn(txn, user_id, None)

@@ -16,7 +16,7 @@ from homeserver.handlers.sync import SyncSourceRequest, SyncSourceUpdates
 from homeserver.identifiers import domain_of, is_valid_user_id
 from homeserver.lru import LruCache
 from homeserver.notifier import Notifier
-from homeserver.storage.stores.to_device import ToDeviceStore
+from homeserver.storage.stores.to_device import InboxMessage, ToDeviceStore
 
 JsonDict = dict[str, Any]
 SLOT = "to_device"
@@ -89,17 +89,16 @@ class ToDeviceHandler:
         rows = await self.store.get_messages(
             request.user_id, request.device_id, from_pos, to_pos, MAX_PER_SYNC + 1
         )
-        updates = SyncSourceUpdates(
-            to_device=[
-                {"sender": r.sender, "type": r.type, "content": r.content}
-                for r in rows[:MAX_PER_SYNC]
-            ]
-        )
+        updates = SyncSourceUpdates(to_device=[client_format(r) for r in rows[:MAX_PER_SYNC]])
         if len(rows) > MAX_PER_SYNC:
             # A device has one message per position, so this position covers exactly what
             # is sent now; the rest follows on the next sync.
             updates.positions[SLOT] = rows[MAX_PER_SYNC - 1].stream_id
         return updates
+
+
+def client_format(message: InboxMessage) -> JsonDict:
+    return {"sender": message.sender, "type": message.type, "content": message.content}
 
 
 def _parse_messages(body: Mapping[str, Any]) -> dict[str, dict[str, JsonDict]]:

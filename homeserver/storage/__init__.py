@@ -12,6 +12,8 @@ from homeserver.storage.engines.sqlite import SqliteDatabase
 from homeserver.storage.id_generators import StreamIdGenerator
 from homeserver.storage.migrations import apply_migrations
 from homeserver.storage.stores.accounts import AccountsStore
+from homeserver.storage.stores.dehydrated_devices import DehydratedDevicesStore
+from homeserver.storage.stores.e2e_keys import E2eKeysStore
 from homeserver.storage.stores.events import EventsStore
 from homeserver.storage.stores.filters import FiltersStore
 from homeserver.storage.stores.media import MediaStore
@@ -50,6 +52,8 @@ class Storage:
     sync_reads: SyncReadsStore
     media: MediaStore
     to_device: ToDeviceStore
+    e2e_keys: E2eKeysStore
+    dehydrated_devices: DehydratedDevicesStore
 
     async def close(self) -> None:
         # Closing the Database also releases its single-writer claim (lock_single_writer).
@@ -111,4 +115,6 @@ async def storage_on(db: Database) -> Storage:
         sync_reads=SyncReadsStore(db),
         media=MediaStore(db),
         to_device=ToDeviceStore(db),
+        e2e_keys=E2eKeysStore(db),
+        dehydrated_devices=DehydratedDevicesStore(db),
     )

@@ -290,3 +290,54 @@ class SyncReadsStore:
         for room_id, user_id in rows:
             out[room_id].append(user_id)
         return dict(out)
+
+    # -- who shares rooms (device lists: C-S API "Tracking the device list for a user") -----
+
+    async def get_member_changes(
+        self, room_ids: Collection[str], from_exclusive: int, to_inclusive: int
+    ) -> list[tuple[str, str, str | None]]:
+        """(room ID, user ID, membership now) for each member of `room_ids` whose membership
+        changed in (from_exclusive, to_inclusive]."""
+        if not room_ids:
+            return []
+        clause, arg = self.db.in_list("d.room_id", 3, room_ids)
+        rows = await self.db.fetch(
+            "SELECT DISTINCT d.room_id, d.state_key, c.membership"
+            " FROM current_state_delta_stream d"
+            " LEFT JOIN current_state_events c ON c.room_id = d.room_id"
+            " AND c.type = 'm.room.member' AND c.state_key = d.state_key"
+            " WHERE d.type = 'm.room.member' AND d.stream_ordering > $1"
+            f" AND d.stream_ordering <= $2 AND {clause}",
+            from_exclusive,
+            to_inclusive,
+            arg,
+        )
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    async def get_joined_members(self, room_ids: Collection[str]) -> set[str]:
+        """Everyone joined to any of `room_ids` now."""
+        if not room_ids:
+            return set()
+        clause, arg = self.db.in_list("room_id", 1, room_ids)
+        rows = await self.db.fetch(
+            "SELECT DISTINCT state_key FROM current_state_events"
+            f" WHERE type = 'm.room.member' AND membership = 'join' AND {clause}",
+            arg,
+        )
+        return {r[0] for r in rows}
+
+    async def users_sharing_a_room(self, user_id: str, candidates: Collection[str]) -> set[str]:
+        """Those of `candidates` joined to a room that `user_id` is joined to now."""
+        if not candidates:
+            return set()
+        clause, arg = self.db.in_list("theirs.state_key", 2, candidates)
+        rows = await self.db.fetch(
+            "SELECT DISTINCT theirs.state_key FROM current_state_events mine"
+            " JOIN current_state_events theirs ON theirs.room_id = mine.room_id"
+            " AND theirs.type = 'm.room.member' AND theirs.membership = 'join'"
+            " WHERE mine.type = 'm.room.member' AND mine.state_key = $1"
+            f" AND mine.membership = 'join' AND {clause}",
+            user_id,
+            arg,
+        )
+        return {r[0] for r in rows}
