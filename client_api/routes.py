@@ -12,6 +12,7 @@ from client_api import (
     discovery,
     ephemeral,
     filters,
+    key_backup,
     keys,
     profile,
     room_reads,
@@ -36,5 +37,6 @@ def install_client_routes(router: web.UrlDispatcher) -> None:
         sync,
         to_device,
         keys,
+        key_backup,
     ):
         router.add_routes(module.routes())

@@ -15,6 +15,7 @@ from homeserver.handlers.device_lists import DeviceLists
 from homeserver.handlers.devices import DeviceHandler
 from homeserver.handlers.e2e_keys import E2eKeysHandler
 from homeserver.handlers.filters import FilterHandler
+from homeserver.handlers.key_backup import KeyBackupHandler
 from homeserver.handlers.message import EventCreationHandler, LocalServer
 from homeserver.handlers.persistence import EventPersister
 from homeserver.handlers.presence import PresenceHandler
@@ -69,6 +70,8 @@ class Core:
     device_lists: DeviceLists
     e2e_keys: E2eKeysHandler
     dehydrated_devices: DehydratedDeviceHandler
+    # Server-side key backups.
+    key_backup: KeyBackupHandler
 
 
 def build_core(
@@ -133,6 +136,7 @@ def build_core(
             storage.e2e_keys, device_lists, server_name, devices.require_password
         ),
         dehydrated_devices=DehydratedDeviceHandler(storage, device_lists, clock),
+        key_backup=KeyBackupHandler(storage.key_backup),
     )
     # The per-user streams beside room events, each under its slot of the sync token.
     core.sync.add_source("typing", core.typing)

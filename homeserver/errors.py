@@ -35,6 +35,7 @@ class Codes:
     USER_DEACTIVATED = "M_USER_DEACTIVATED"
     USER_LOCKED = "M_USER_LOCKED"
     INVALID_SIGNATURE = "M_INVALID_SIGNATURE"
+    WRONG_ROOM_KEYS_VERSION = "M_WRONG_ROOM_KEYS_VERSION"
 
 
 # The status a client sees for an errcode unless the raiser chose one explicitly.

@@ -16,6 +16,7 @@ from homeserver.storage.stores.dehydrated_devices import DehydratedDevicesStore
 from homeserver.storage.stores.e2e_keys import E2eKeysStore
 from homeserver.storage.stores.events import EventsStore
 from homeserver.storage.stores.filters import FiltersStore
+from homeserver.storage.stores.key_backup import KeyBackupStore
 from homeserver.storage.stores.media import MediaStore
 from homeserver.storage.stores.persist import PersistEventsStore
 from homeserver.storage.stores.room_extras import RoomExtrasStore
@@ -54,6 +55,7 @@ class Storage:
     to_device: ToDeviceStore
     e2e_keys: E2eKeysStore
     dehydrated_devices: DehydratedDevicesStore
+    key_backup: KeyBackupStore
 
     async def close(self) -> None:
         # Closing the Database also releases its single-writer claim (lock_single_writer).
@@ -117,4 +119,5 @@ async def storage_on(db: Database) -> Storage:
         to_device=ToDeviceStore(db),
         e2e_keys=E2eKeysStore(db),
         dehydrated_devices=DehydratedDevicesStore(db),
+        key_backup=KeyBackupStore(db),
     )
