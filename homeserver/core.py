@@ -90,13 +90,23 @@ def build_core(
     persister = EventPersister(storage, state, notifier)
     events = EventCreationHandler(storage, state, persister, server, clock)
     rate_limits = RateLimits.from_config(limits or LimitsConfig(), clock)
+    user_data = storage.user_data
+    account_data = AccountDataHandler(user_data, notifier)
+    rooms = RoomCreationHandler(events)
+    room_api = build_room_handlers(storage, events, rooms, clock)
+    sync = build_sync_handler(
+        storage,
+        notifier,
+        room_api.serializer,
+        room_api.visibility,
+        forgotten=room_api.extras,
+        ignored=account_data,
+    )
     device_lists = DeviceLists(
-        storage.e2e_keys, storage.sync_reads, storage.rooms, storage.stream_ids, notifier
+        storage.e2e_keys, storage.sync_reads, sync.rooms, storage.stream_ids, notifier
     )
     auth = AuthHandler(storage, server_name, clock, device_lists, rate_limits.login_account)
     uia = InteractiveAuth(clock)
-    user_data = storage.user_data
-    account_data = AccountDataHandler(user_data, notifier)
     core = Core(
         server=server,
         storage=storage,
@@ -105,17 +115,10 @@ def build_core(
         state=state,
         persister=persister,
         events=events,
-        rooms=(rooms := RoomCreationHandler(events)),
-        room_api=(room_api := build_room_handlers(storage, events, rooms, clock)),
+        rooms=rooms,
+        room_api=room_api,
         filters=FilterHandler(storage.filters, server_name),
-        sync=build_sync_handler(
-            storage,
-            notifier,
-            room_api.serializer,
-            room_api.visibility,
-            forgotten=room_api.extras,
-            ignored=account_data,
-        ),
+        sync=sync,
         remote_events=RemoteEventHandler(storage, state, persister),
         auth=auth,
         registration=registration or RegistrationConfig(),

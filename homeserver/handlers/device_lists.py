@@ -20,7 +20,6 @@ from homeserver.notifier.local import LocalNotifier
 from homeserver.storage.database import Txn
 from homeserver.storage.id_generators import StreamIdGenerator
 from homeserver.storage.stores.e2e_keys import E2eKeysStore
-from homeserver.storage.stores.rooms import RoomsStore
 from homeserver.storage.stores.sync_reads import SyncReadsStore
 from homeserver.streams import StreamToken
 
@@ -28,6 +27,10 @@ JOIN = "join"
 # Reported even before a device uploads any: clients (Element among them) upload one-time
 # keys when they see this count, and a missing count reads as "unknown" rather than zero.
 SIGNED_CURVE25519 = "signed_curve25519"
+
+
+class JoinedRooms(Protocol):
+    async def joined_rooms(self, user_id: str) -> list[str]: ...
 
 
 class RemoteDeviceLists(Protocol):
@@ -48,7 +51,7 @@ class DeviceLists:
         self,
         keys: E2eKeysStore,
         reads: SyncReadsStore,
-        rooms: RoomsStore,
+        rooms: JoinedRooms,
         events: StreamIdGenerator,
         notifier: LocalNotifier,
     ) -> None:
@@ -68,7 +71,7 @@ class DeviceLists:
             yield txn
         room_ids: set[str] = set()
         for user_id in user_ids:
-            room_ids.update(await self.rooms.get_rooms_for_user(user_id, JOIN))
+            room_ids.update(await self.rooms.joined_rooms(user_id))
         self.notifier.on_new_data(room_ids=room_ids, users=user_ids)
         if self.remote is not None:
             await self.remote.device_lists_changed(user_ids)
@@ -95,7 +98,7 @@ class DeviceLists:
     ) -> None:
         """Starting to share a room with someone is a change of their device list as far as
         `user_id` knows; sharing none any more puts them in `left`."""
-        joined = set(await self.rooms.get_rooms_for_user(user_id, JOIN))
+        joined = set(await self.rooms.joined_rooms(user_id))
         newly_joined: set[str] = set()
         rooms_left: set[str] = set()
         if self.notifier.membership_changed(user_id, since, upto):
@@ -139,12 +142,10 @@ class DeviceLists:
         return await self.keys.current_device_list_position()
 
     async def get_updates(self, request: SyncSourceRequest) -> SyncSourceUpdates:
-        counts = await self.keys.count_one_time_keys(request.user_id, request.device_id)
+        counts, unused_fallback = await self.keys.key_counts(request.user_id, request.device_id)
         updates = SyncSourceUpdates(
             device_one_time_keys_count={SIGNED_CURVE25519: 0, **counts},
-            device_unused_fallback_key_types=await self.keys.unused_fallback_key_types(
-                request.user_id, request.device_id
-            ),
+            device_unused_fallback_key_types=unused_fallback,
         )
         if not request.initial:
             changes = await self.changes(request.user_id, request.from_token, request.to_token)

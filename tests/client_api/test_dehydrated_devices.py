@@ -4,6 +4,7 @@ batches without deleting them, replace and delete."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from tests.helpers.e2e import TestDevice, curve25519_public
 from tests.helpers.rest import V3, RestHelper, User
@@ -70,7 +71,8 @@ async def test_dehydrated_device_receives_messages_for_later(rest: RestHelper) -
             bob,
             body={"messages": {alice.user_id: {device_id: {"n": n}}}},
         )
-    events_path = f"{DEHYDRATED}/{device_id}/events"
+    # The device ID is a base64 key: "/" and "+" in it are escaped, as clients do.
+    events_path = f"{DEHYDRATED}/{quote(device_id, safe='')}/events"
     first = await rest.request("POST", events_path, alice, body={})
     assert [e["content"]["n"] for e in first["events"]] == list(range(100))
     assert first["events"][0] == {

@@ -212,22 +212,21 @@ class E2eKeysStore:
         )
 
     async def count_one_time_keys(self, user_id: str, device_id: str) -> dict[str, int]:
-        rows = await self.db.fetch(
-            "SELECT algorithm, COUNT(*) FROM e2e_one_time_keys"
-            " WHERE user_id = $1 AND device_id = $2 GROUP BY algorithm",
-            user_id,
-            device_id,
-        )
-        return {r[0]: r[1] for r in rows}
+        return (await self.key_counts(user_id, device_id))[0]
 
-    async def unused_fallback_key_types(self, user_id: str, device_id: str) -> list[str]:
+    async def key_counts(self, user_id: str, device_id: str) -> tuple[dict[str, int], list[str]]:
+        """The device's one-time keys per algorithm, and the algorithms of its unused fallback
+        keys: one query, since /sync reports both every time."""
         rows = await self.db.fetch(
-            "SELECT algorithm FROM e2e_fallback_keys"
-            " WHERE user_id = $1 AND device_id = $2 AND NOT used ORDER BY algorithm",
+            "SELECT algorithm, COUNT(*), FALSE FROM e2e_one_time_keys"
+            " WHERE user_id = $1 AND device_id = $2 GROUP BY algorithm"
+            " UNION ALL SELECT algorithm, 0, TRUE FROM e2e_fallback_keys"
+            " WHERE user_id = $1 AND device_id = $2 AND NOT used ORDER BY 1",
             user_id,
             device_id,
         )
-        return [r[0] for r in rows]
+        counts = {r[0]: r[1] for r in rows if not r[2]}
+        return counts, [r[0] for r in rows if r[2]]
 
     async def claim_keys(self, wanted: Collection[ClaimRequest]) -> dict[ClaimRequest, ClaimedKey]:
         """One key per (user, device, algorithm): a one-time key, which is deleted so nobody
