@@ -174,6 +174,58 @@ async def test_messages_survive_a_restart(
     assert [e["content"] for e in body["to_device"]["events"]] == [{"n": 1}]
 
 
+async def test_offline_recipient_gets_each_message_exactly_once_across_restarts(
+    rest: RestHelper, client_core: Core, server_keys: ServerKeys
+) -> None:
+    alice = await rest.register("alice")
+    carol = await rest.register("carol")
+    bob = await rest.register("bob")
+    bob2 = await rest.login("bob")
+    since = (await sync(rest, bob))["next_batch"]
+    # Bob is offline while messages pile up: to one device, to all, from two senders.
+    sent = []
+    for n in range(5):
+        sender = alice if n % 2 else carol
+        await send(rest, sender, {bob.user_id: {bob.device_id: {"n": n}}})
+        sent.append({"sender": sender.user_id, "type": "m.test", "content": {"n": n}})
+    await send(rest, alice, {bob.user_id: {"*": {"n": "all"}}})
+    sent.append({"sender": alice.user_id, "type": "m.test", "content": {"n": "all"}})
+    await client_core.persister.close()
+
+    async def sync_after_restart(token: str) -> dict[str, Any]:
+        core = build_core(await storage_on(client_core.storage.db), "test.local", server_keys)
+        try:
+            return await core.sync.sync(
+                SyncConfig(bob.user_id, bob.device_id, since=StreamToken.parse(token))
+            )
+        finally:
+            await core.persister.close()
+
+    first = await sync_after_restart(since)
+    assert first["to_device"]["events"] == sent
+    # Not acknowledged yet (the client may not have got the response): the same again.
+    assert (await sync_after_restart(since))["to_device"]["events"] == sent
+    # Syncing with the new token acknowledges them: never again, through another restart.
+    acknowledged = await sync_after_restart(first["next_batch"])
+    assert acknowledged["to_device"]["events"] == []
+    assert (await sync_after_restart(acknowledged["next_batch"]))["to_device"]["events"] == []
+    # Bob's other device still has its copy of the message to all devices.
+    other = build_core(await storage_on(client_core.storage.db), "test.local", server_keys)
+    body = await other.sync.sync(SyncConfig(bob.user_id, bob2.device_id))
+    await other.persister.close()
+    assert body["to_device"]["events"] == [sent[-1]]
+
+
+async def test_oversized_payload_is_refused_and_nothing_is_queued(rest: RestHelper) -> None:
+    alice = await rest.register("alice")
+    bob = await rest.register("bob")
+    huge = {bob.user_id: {bob.device_id: {"blob": "x" * (2 * 1024 * 1024)}}}
+    body = await send(rest, alice, huge, expect=413)
+    assert body["errcode"] == "M_TOO_LARGE"
+    assert_valid(ERROR, body)
+    assert events(await sync(rest, bob)) == []
+
+
 async def test_the_position_survives_a_restart_with_an_empty_inbox(
     rest: RestHelper, client_core: Core, server_keys: ServerKeys
 ) -> None:
