@@ -155,6 +155,12 @@ class AuthHandler:
     ) -> LoginResult:
         """A new access token for a user already authenticated (password checked)."""
         now = self.clock.time_ms()
+        if device_id is not None and await self.storage.e2e_keys.is_cross_signing_key(
+            user_id, device_id
+        ):
+            # C-S API "Cross-signing": device IDs and cross-signing public keys share the key
+            # ID namespace of signatures, so a device must not take a key's ID.
+            raise MatrixError("That device ID is one of your keys", Codes.INVALID_PARAM)
         async with self.storage.db.transaction() as txn:
             if device_id is not None:
                 # Logging in again with a device ID replaces that device's old tokens.

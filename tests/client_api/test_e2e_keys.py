@@ -282,6 +282,21 @@ async def test_bad_cross_signing_uploads(rest: RestHelper) -> None:
     assert error["errcode"] == "M_FORBIDDEN"
     # Nothing was stored.
     assert (await query(rest, bob, {alice.user_id: []}))["master_keys"] == {}
+    # And the other way round: no device may take a cross-signing key's ID.
+    await rest.request("POST", f"{V3}/logout", clash)
+    await upload_cross_signing(rest, alice, keys.upload_body())
+    refused = await rest.request(
+        "POST",
+        f"{V3}/login",
+        body={
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": "alice"},
+            "password": "correct horse",
+            "device_id": keys.public("self_signing"),
+        },
+        expect=400,
+    )
+    assert refused["errcode"] == "M_INVALID_PARAM"
 
 
 async def test_signatures_upload(rest: RestHelper) -> None:

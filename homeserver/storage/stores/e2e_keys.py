@@ -324,6 +324,14 @@ class E2eKeysStore:
             [(user_id, t, public, _dumps(key)) for t, public, key in keys],
         )
 
+    async def is_cross_signing_key(self, user_id: str, public_key: str) -> bool:
+        row = await self.db.fetchrow(
+            "SELECT 1 FROM e2e_cross_signing_keys WHERE user_id = $1 AND public_key = $2",
+            user_id,
+            public_key,
+        )
+        return row is not None
+
     async def get_signatures(self, target_user_ids: Collection[str]) -> list[Signature]:
         if not target_user_ids:
             return []
