@@ -1058,10 +1058,11 @@ ROWS: list[tuple[str, Callable[[Result], str]]] = [
 ]
 
 
-def table(results: list[Result]) -> str:
+def table(results: list[Any], rows: list[tuple[str, Callable[[Any], str]]] = ROWS) -> str:
+    """One column per target (a failed target's cells say so); `rows` are (label, cell)."""
     header = "| measurement | " + " | ".join(r.target for r in results) + " |"
     lines = [header, "| --- |" + " --- |" * len(results)]
-    for label, fmt in ROWS:
+    for label, fmt in rows:
         cells = [fmt(r) if r.error is None else "failed" for r in results]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
