@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -130,6 +131,29 @@ class LimitsConfig:
     media_uploads: RateLimit = field(default_factory=lambda: RateLimit(1.0, 20))
 
 
+@dataclass(frozen=True)
+class TrustedKeyServer:
+    """A notary (S-S API "Querying Keys Through Another Server") and the keys it signs with."""
+
+    server_name: str
+    verify_keys: dict[str, str]  # key ID -> unpadded base64 Ed25519 public key
+
+
+@dataclass
+class FederationConfig:
+    # Outbound requests never reach private, loopback or link-local addresses (so a remote
+    # server name cannot point us at the inside of our own network), except these CIDR
+    # ranges: for tests on 127.0.0.1 and for private deployments.
+    allowed_ip_ranges: list[str] = field(default_factory=list)
+    # Certificates of other servers are checked against the system's CAs, plus this file's.
+    tls_ca_file: Path | None = None
+    # Off only for tests and closed networks: anyone on the path could then read and
+    # rewrite federation traffic.
+    tls_verify: bool = True
+    # Remote server keys are fetched from the server itself, else through these notaries.
+    trusted_key_servers: list[TrustedKeyServer] = field(default_factory=list)
+
+
 @dataclass
 class RedisConfig:
     enabled: bool = False
@@ -147,6 +171,7 @@ class Config:
     registration: RegistrationConfig = field(default_factory=RegistrationConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
     log_level: str = "INFO"
     public_baseurl: str | None = None
 
@@ -472,6 +497,46 @@ def _read_limits(s: _Section) -> LimitsConfig:
     return limits
 
 
+def _read_federation(s: _Section) -> FederationConfig:
+    d = FederationConfig()
+    ranges = s.get("allowed_ip_ranges", _STR_LIST, d.allowed_ip_ranges)
+    for cidr in ranges:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            s.error("allowed_ip_ranges", f"{cidr!r} is not an IP address or CIDR range")
+    servers = []
+    raw_servers: list[Any] = s.get("trusted_key_servers", _LIST, [])
+    for i, raw in enumerate(raw_servers):
+        where = s.key(f"trusted_key_servers[{i}]")
+        if not isinstance(raw, dict):
+            s.problems.append(f"{where}: expected a mapping with server_name and verify_keys")
+            continue
+        entry = _Section(raw, where, s.problems, s.base)
+        name = entry.get("server_name", _STR, "")
+        if not is_valid_server_name(name):
+            entry.error("server_name", "required: a server name (hostname[:port])")
+        keys_section = entry.section("verify_keys")
+        verify_keys = {}
+        for key_id in list(keys_section.raw):
+            key = keys_section.get(str(key_id), _STR, "")
+            if not _KEY_ID_RE.match(str(key_id)) or not _is_ed25519_key(key):
+                keys_section.error(str(key_id), "expected ed25519:<id>: <base64 public key>")
+            verify_keys[str(key_id)] = key
+        if not verify_keys:
+            entry.error("verify_keys", "required: the notary's key ID -> public key")
+        entry.finish()
+        servers.append(TrustedKeyServer(name, verify_keys))
+    federation = FederationConfig(
+        allowed_ip_ranges=ranges,
+        tls_ca_file=s.optional_path("tls_ca_file"),
+        tls_verify=s.get("tls_verify", _BOOL, d.tls_verify),
+        trusted_key_servers=servers,
+    )
+    s.finish()
+    return federation
+
+
 def _read_redis(s: _Section) -> RedisConfig:
     d = RedisConfig()
     redis = RedisConfig(enabled=s.get("enabled", _BOOL, d.enabled), url=s.get("url", _STR, d.url))
@@ -510,6 +575,7 @@ def _read_config(raw: Mapping[Any, Any], base: Path, problems: list[str]) -> Con
         registration=_read_registration(top.section("registration")),
         redis=_read_redis(top.section("redis")),
         limits=_read_limits(top.section("limits")),
+        federation=_read_federation(top.section("federation")),
         log_level=log_level,
         public_baseurl=public_baseurl,
     )
@@ -685,6 +751,25 @@ limits:
   media_uploads:
     per_second: 1
     burst: 20
+
+# Talking to other servers.
+federation:
+  # Outbound requests never go to private, loopback or link-local addresses, except to
+  # these CIDR ranges (for a private deployment, or tests on 127.0.0.1). Example:
+  #allowed_ip_ranges: ["10.1.0.0/16"]
+  allowed_ip_ranges: []
+  # Other servers' TLS certificates are checked against the system's CAs and this file's.
+  #tls_ca_file: "tls/private-ca.pem"
+  # Turning certificate checks off lets anyone on the path read and change federation
+  # traffic: closed test networks only.
+  tls_verify: true
+  # Servers whose keys cannot be fetched from them directly are asked of these notaries.
+  # Example:
+  #trusted_key_servers:
+  #  - server_name: "matrix.org"
+  #    verify_keys:
+  #      "ed25519:auto": "Noi6WqcDj0QmPxCNQqgezwTlBKrfqehY1u2FyWP9uYw"
+  trusted_key_servers: []
 
 # Redis links several server processes (wake-ups and cache invalidation).
 # A single process does not need it.

@@ -285,6 +285,44 @@ def test_old_signing_keys(tmp_path: Path) -> None:
     ]
 
 
+def test_federation(tmp_path: Path) -> None:
+    key = "l/O9hxMVKB6Lg+3Hqf0FQQZhVESQcMzbPN1Cz2nM3og"
+    config = load_config(
+        write(
+            tmp_path,
+            "server_name: example.org\nfederation:\n"
+            "  allowed_ip_ranges: ['127.0.0.0/8', '::1']\n"
+            "  tls_ca_file: ca.pem\n  tls_verify: false\n"
+            "  trusted_key_servers:\n"
+            f"    - {{server_name: notary.example, verify_keys: {{'ed25519:k': '{key}'}}}}\n",
+        )
+    )
+    federation = config.federation
+    assert federation.allowed_ip_ranges == ["127.0.0.0/8", "::1"]
+    assert federation.tls_ca_file == tmp_path / "ca.pem"
+    assert federation.tls_verify is False
+    assert [(t.server_name, t.verify_keys) for t in federation.trusted_key_servers] == [
+        ("notary.example", {"ed25519:k": key})
+    ]
+    # Private addresses are refused unless allowed; nothing is trusted unless named.
+    defaults = load_config(write(tmp_path, "server_name: example.org\n")).federation
+    assert (defaults.allowed_ip_ranges, defaults.trusted_key_servers) == ([], [])
+    assert defaults.tls_verify is True
+
+    problems = problems_of(
+        tmp_path,
+        "server_name: example.org\nfederation:\n  allowed_ip_ranges: [nope]\n"
+        "  trusted_key_servers: [5, {server_name: 'bad name!', verify_keys: {x: y}}]\n",
+    )
+    servers = "federation.trusted_key_servers"
+    assert problems == [
+        "federation.allowed_ip_ranges: 'nope' is not an IP address or CIDR range",
+        f"{servers}[0]: expected a mapping with server_name and verify_keys",
+        f"{servers}[1].server_name: required: a server name (hostname[:port])",
+        f"{servers}[1].verify_keys.x: expected ed25519:<id>: <base64 public key>",
+    ]
+
+
 def test_listener_problems(tmp_path: Path) -> None:
     problems = problems_of(
         tmp_path,
@@ -382,6 +420,7 @@ def test_rendered_config_loads_and_is_complete(tmp_path: Path) -> None:
         "old_signing_keys:",
         "registration:",
         "redis:",
+        "federation:",
         "log_level:",
         "public_baseurl:",
     ):
