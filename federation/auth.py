@@ -12,10 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from signedjson.key import decode_verify_key_bytes
 from signedjson.sign import SignatureVerifyException, sign_json, verify_signed_json
 from signedjson.types import SigningKey, VerifyKey
-from unpaddedbase64 import decode_base64
 
 from homeserver.errors import Codes, MatrixError
 
@@ -147,9 +145,4 @@ class RequestAuthenticator:
             except MatrixError as e:
                 failure = e
         raise failure
-
-
-def verify_key_from_base64(key_id: str, key_base64: str) -> VerifyKey:
-    """A VerifyKey from the unpadded base64 form keys are published in."""
-    return decode_verify_key_bytes(key_id, decode_base64(key_base64))
 

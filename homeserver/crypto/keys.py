@@ -3,6 +3,7 @@ line per key. The first key signs; the rest are kept as old verify keys.
 """
 from __future__ import annotations
 
+import binascii
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -10,12 +11,14 @@ from pathlib import Path
 
 from signedjson.key import (
     decode_signing_key_base64,
+    decode_verify_key_bytes,
     encode_signing_key_base64,
     encode_verify_key_base64,
     generate_signing_key,
     get_verify_key,
 )
 from signedjson.types import SigningKey, VerifyKey
+from unpaddedbase64 import decode_base64
 
 
 @dataclass(frozen=True)
@@ -93,3 +96,12 @@ def load_or_create_server_keys(path: Path, old_keys_expired_ts: int = 0) -> Serv
         for k in keys[1:]
     }
     return ServerKeys(signing_key=keys[0], old_verify_keys=old)
+
+
+def verify_key_from_base64(key_id: str, key_base64: str) -> VerifyKey:
+    """A VerifyKey ("ed25519:<version>") from the unpadded base64 form keys are published in;
+    ValueError when it is not one."""
+    try:
+        return decode_verify_key_bytes(key_id, decode_base64(key_base64))
+    except (binascii.Error, ValueError) as e:
+        raise ValueError(f"{key_id} is not a valid Ed25519 public key") from e
