@@ -23,6 +23,7 @@ from signedjson.key import decode_verify_key_base64
 from client_api.http import CORE
 from client_api.middleware import install_client_middleware
 from client_api.routes import install_client_routes
+from federation.server.key_query import KeyQueryServlet
 from federation.server.keys import ServerKeyServlet
 from homeserver.config import RESOURCES, Config, DatabaseConfig, ListenerConfig
 from homeserver.core import build_core
@@ -213,6 +214,7 @@ async def build_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(_storage_context(config))
 
     ServerKeyServlet(config.server_name, server_keys).register(app.router)
+    KeyQueryServlet(config.server_name, server_keys).register(app.router)
     install_client_routes(app.router)
     # Uploads stream through request.content, which client_max_size does not limit; the media
     # repository enforces media.max_upload_size instead.

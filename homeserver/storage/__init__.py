@@ -21,6 +21,7 @@ from homeserver.storage.stores.media import MediaStore
 from homeserver.storage.stores.persist import PersistEventsStore
 from homeserver.storage.stores.room_extras import RoomExtrasStore
 from homeserver.storage.stores.rooms import RoomsStore
+from homeserver.storage.stores.server_keys import ServerKeysStore
 from homeserver.storage.stores.state import StateStore
 from homeserver.storage.stores.sync_reads import SyncReadsStore
 from homeserver.storage.stores.to_device import ToDeviceStore
@@ -56,6 +57,7 @@ class Storage:
     e2e_keys: E2eKeysStore
     dehydrated_devices: DehydratedDevicesStore
     key_backup: KeyBackupStore
+    server_keys: ServerKeysStore
 
     async def close(self) -> None:
         # Closing the Database also releases its single-writer claim (lock_single_writer).
@@ -120,4 +122,5 @@ async def storage_on(db: Database) -> Storage:
         e2e_keys=E2eKeysStore(db),
         dehydrated_devices=DehydratedDevicesStore(db),
         key_backup=KeyBackupStore(db),
+        server_keys=ServerKeysStore(db),
     )
