@@ -23,8 +23,11 @@ from signedjson.key import decode_verify_key_base64
 from client_api.http import CORE
 from client_api.middleware import install_client_middleware
 from client_api.routes import install_client_routes
-from federation.server.key_query import KeyQueryServlet
+from federation.server.http import FEDERATION
+from federation.server.key_query import KEYRING, KeyQueryServlet
 from federation.server.keys import ServerKeyServlet
+from federation.server.routes import install_federation_routes
+from federation.service import build_federation
 from homeserver.config import RESOURCES, Config, DatabaseConfig, ListenerConfig
 from homeserver.core import build_core
 from homeserver.crypto.keys import (
@@ -122,10 +125,15 @@ def _storage_context(
                 limits=config.limits,
             )
             media = app[MEDIA] = build_media_repository(core, config.media)
+            federation = build_federation(core, config.federation)
+            app[KEYRING] = federation.keyring
+            app[FEDERATION] = federation.server
             await media.start()
+            await federation.start()
             try:
                 yield
             finally:
+                await federation.close()
                 await media.close()
                 await core.persister.close()  # queued events commit before the database closes
         finally:
@@ -215,6 +223,7 @@ async def build_app(config: Config) -> web.Application:
 
     ServerKeyServlet(config.server_name, server_keys).register(app.router)
     KeyQueryServlet(config.server_name, server_keys).register(app.router)
+    install_federation_routes(app.router)
     install_client_routes(app.router)
     # Uploads stream through request.content, which client_max_size does not limit; the media
     # repository enforces media.max_upload_size instead.

@@ -76,6 +76,13 @@ class DeviceLists:
         if self.remote is not None:
             await self.remote.device_lists_changed(user_ids)
 
+    async def remote_user_changed(self, user_id: str) -> None:
+        """Another server says its user's devices or keys changed (m.device_list_update or
+        m.signing_key_update): local users who share a room with them re-read them."""
+        async with self.keys.changing_devices([user_id]):
+            pass
+        self.notifier.on_new_data(room_ids=await self.rooms.joined_rooms(user_id))
+
     async def changes(
         self, user_id: str, from_token: StreamToken, to_token: StreamToken
     ) -> DeviceListChanges:

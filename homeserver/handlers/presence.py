@@ -65,6 +65,17 @@ class PresenceHandler:
         last_active = now if state == ONLINE or old is None else old.last_active_ts
         await self._write(user_id, state, status_msg, last_active)
 
+    async def set_remote_presence(
+        self, user_id: str, state: str, status_msg: str | None, last_active_ago: int
+    ) -> None:
+        """Presence another server reports for its user (an m.presence EDU)."""
+        if state not in STATES:
+            raise MatrixError(f"Unknown presence state {state!r}", Codes.INVALID_PARAM)
+        if status_msg is not None and len(status_msg) > MAX_STATUS_MSG_LEN:
+            status_msg = status_msg[:MAX_STATUS_MSG_LEN]
+        last_active = self.clock.time_ms() - max(0, last_active_ago)
+        await self._write(user_id, state, status_msg, last_active)
+
     async def note_active(self, user_id: str) -> None:
         """Activity by the user (a /sync with set_presence=online, a sent message): online
         now. Written at most once a minute while nothing else changes."""

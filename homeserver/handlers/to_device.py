@@ -67,13 +67,27 @@ class ToDeviceHandler:
         for user_id, by_device in messages.items():
             target = local if domain_of(user_id) == self.server_name else remote
             target[user_id] = by_device
-        recipients = await self.store.add_messages(sender, sender_device, txn_id, event_type, local)
+        recipients = await self.store.add_messages(
+            sender, (sender_device, txn_id), event_type, local
+        )
         if recipients is None:
             return  # a retried transaction: already queued (and already forwarded)
         if recipients:
             self.notifier.on_new_data(users=recipients)
         if remote and self.remote is not None:
             await self.remote.send_to_device(sender, event_type, remote)
+
+    async def receive_remote(
+        self, origin: str, sender: str, event_type: str, body: Mapping[str, Any]
+    ) -> None:
+        """Messages from another server's user (an m.direct_to_device EDU) for ours."""
+        if domain_of(sender) != origin:
+            raise MatrixError("The sender is not the origin's user", Codes.FORBIDDEN)
+        messages = _parse_messages(body)
+        local = {u: d for u, d in messages.items() if domain_of(u) == self.server_name}
+        recipients = await self.store.add_messages(sender, None, event_type, local)
+        if recipients:
+            self.notifier.on_new_data(users=recipients)
 
     async def get_updates(self, request: SyncSourceRequest) -> SyncSourceUpdates:
         """The sync source of the to_device slot: the syncing device's messages after `since`.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from homeserver.notifier.changes import StreamChangeCache
 
@@ -55,10 +55,21 @@ class LocalNotifier:
         # By room: the last current-state change, and the last one of a member.
         self._state_changes = StreamChangeCache(position)
         self._member_state_changes = StreamChangeCache(position)
+        self._position_watchers: list[Callable[[int], None]] = []
+        self._watched = position
 
     def advance(self, position: int) -> None:
         """Every event at or before `position` has been announced (some needed no wake-up)."""
         self.position = max(self.position, position)
+        if self.position > self._watched:
+            self._watched = self.position
+            for watcher in self._position_watchers:
+                watcher(self.position)
+
+    def watch_position(self, watcher: Callable[[int], None]) -> None:
+        """Call `watcher` with the position whenever it moves (the federation sender
+        follows the whole event stream, not one user's rooms)."""
+        self._position_watchers.append(watcher)
 
     def rooms_changed(self, room_ids: Iterable[str], since: int, upto: int) -> set[str] | None:
         """Those of `room_ids` with an event in (since, upto] (all of them when `since` is older

@@ -15,6 +15,8 @@ from homeserver.storage.stores.accounts import AccountsStore
 from homeserver.storage.stores.dehydrated_devices import DehydratedDevicesStore
 from homeserver.storage.stores.e2e_keys import E2eKeysStore
 from homeserver.storage.stores.events import EventsStore
+from homeserver.storage.stores.federation_outbox import FederationOutboxStore
+from homeserver.storage.stores.federation_txns import FederationTxnStore
 from homeserver.storage.stores.filters import FiltersStore
 from homeserver.storage.stores.key_backup import KeyBackupStore
 from homeserver.storage.stores.media import MediaStore
@@ -56,6 +58,8 @@ class Storage:
     to_device: ToDeviceStore
     e2e_keys: E2eKeysStore
     dehydrated_devices: DehydratedDevicesStore
+    federation_outbox: FederationOutboxStore
+    federation_txns: FederationTxnStore
     key_backup: KeyBackupStore
     server_keys: ServerKeysStore
 
@@ -121,6 +125,8 @@ async def storage_on(db: Database) -> Storage:
         to_device=ToDeviceStore(db),
         e2e_keys=E2eKeysStore(db),
         dehydrated_devices=DehydratedDevicesStore(db),
+        federation_outbox=FederationOutboxStore(db),
+        federation_txns=FederationTxnStore(db),
         key_backup=KeyBackupStore(db),
         server_keys=ServerKeysStore(db),
     )

@@ -46,14 +46,15 @@ class ToDeviceStore:
     async def add_messages(
         self,
         sender: str,
-        sender_device: str,
-        txn_id: str,
+        sending_device_txn: tuple[str, str] | None,
         event_type: str,
         messages: Mapping[str, Mapping[str, Mapping[str, Any]]],
     ) -> list[str] | None:
         """Queue `messages` (user -> device ID or ALL_DEVICES -> content) for the devices that
         exist; unknown users and devices are skipped. Returns the users with a new message, or
-        None when `txn_id` was already used by the sending device (nothing is queued again)."""
+        None when the (sending device, transaction ID) pair was used before (nothing is queued
+        again). Messages from other servers have no local sending device: their transactions
+        are deduplicated where federation receives them."""
         gen = await self._generator()
         with gen.allocate(1) as [position]:
             async with self.db.transaction() as txn:
@@ -63,19 +64,20 @@ class ToDeviceStore:
                     " ELSE position END WHERE id = 1",
                     position,
                 )
-                # Through `devices`, so a device deleted meanwhile takes no row (and a deleted
-                # sender device counts as a repeat: its request has nobody to answer).
-                fresh = await txn.fetch(
-                    "INSERT INTO to_device_txn_ids (user_id, device_id, txn_id)"
-                    " SELECT user_id, device_id, $3 FROM devices"
-                    " WHERE user_id = $1 AND device_id = $2"
-                    " ON CONFLICT (user_id, device_id, txn_id) DO NOTHING RETURNING 1",
-                    sender,
-                    sender_device,
-                    txn_id,
-                )
-                if not fresh:
-                    return None
+                if sending_device_txn is not None:
+                    # Through `devices`, so a device deleted meanwhile takes no row (and a
+                    # deleted sender device counts as a repeat: its request has nobody to
+                    # answer).
+                    fresh = await txn.fetch(
+                        "INSERT INTO to_device_txn_ids (user_id, device_id, txn_id)"
+                        " SELECT user_id, device_id, $3 FROM devices"
+                        " WHERE user_id = $1 AND device_id = $2"
+                        " ON CONFLICT (user_id, device_id, txn_id) DO NOTHING RETURNING 1",
+                        sender,
+                        *sending_device_txn,
+                    )
+                    if not fresh:
+                        return None
                 recipients: list[str] = []
                 for user_id, by_device in messages.items():
                     # Named devices first: a named device also covered by "*" gets its own

@@ -1,0 +1,31 @@
+"""The inbound federation route table (S-S API): each endpoint parses and checks its input
+and hands it to a domain handler."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from federation.server.http import authenticated, federation_of, server_version
+from homeserver.errors import Codes, MatrixError
+
+V1 = "/_matrix/federation/v1"
+
+
+async def version(_request: web.Request) -> web.Response:
+    return web.json_response({"server": {"name": "homeserver", "version": server_version()}})
+
+
+async def send_transaction(request: web.Request) -> web.Response:
+    origin, body = await authenticated(request)
+    if not isinstance(body, dict):
+        raise MatrixError("A transaction must be a JSON object", Codes.BAD_JSON)
+    if body.get("origin", origin) != origin:
+        raise MatrixError("The transaction's origin is not the signing server", Codes.FORBIDDEN)
+    txn_id = request.match_info["txnId"]
+    response = await federation_of(request).transactions.on_transaction(origin, txn_id, body)
+    return web.json_response(response)
+
+
+def install_federation_routes(router: web.UrlDispatcher) -> None:
+    router.add_get(f"{V1}/version", version)
+    router.add_put(f"{V1}/send/{{txnId}}", send_transaction)

@@ -1,0 +1,74 @@
+"""build_federation: the federation components of one server, wired over its Core (the
+composition root, app.py, calls this once storage is open)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from federation.auth import RequestAuthenticator
+from federation.client import FederationClient
+from federation.inbound.edus import InboundEdus
+from federation.inbound.transactions import TransactionHandler
+from federation.sender.edus import OutboundToDevice
+from federation.sender.sender import FederationSender
+from federation.server.http import FederationServer
+from federation.transport import FederationTransport
+from homeserver.config import FederationConfig
+from homeserver.core import Core
+from homeserver.crypto.event_signatures import EventSignatureChecker
+from homeserver.crypto.keyring import Keyring
+
+
+@dataclass
+class Federation:
+    transport: FederationTransport
+    keyring: Keyring
+    server: FederationServer
+    sender: FederationSender
+
+    async def start(self) -> None:
+        await self.sender.start()
+
+    async def close(self) -> None:
+        await self.sender.close()
+        await self.transport.close()
+
+
+def build_federation(core: Core, config: FederationConfig) -> Federation:
+    server_name, keys = core.server.server_name, core.server.keys
+    storage = core.storage
+    transport = FederationTransport(server_name, keys.signing_key, config, clock=core.clock)
+    client = FederationClient(transport)
+    keyring = Keyring(
+        server_name, keys, storage.server_keys, client, config.trusted_key_servers, core.clock
+    )
+    transactions = TransactionHandler(
+        storage, EventSignatureChecker(keyring), core.remote_events, core.clock
+    )
+    InboundEdus(core).register(transactions)
+
+    async def pdus_for(event_ids: Sequence[str]) -> list[dict[str, Any]]:
+        events = await storage.events.get_events(event_ids)
+        ordered = [events[i] for i in event_ids if i in events]
+        return await core.room_api.serializer.federation_format(ordered)
+
+    sender = FederationSender(
+        storage.federation_outbox,
+        client,
+        pdus_for,
+        server_name,
+        core.clock,
+        lambda: storage.stream_ids.current,
+    )
+    core.notifier.watch_position(sender.on_new_events)
+    core.to_device.remote = OutboundToDevice(sender)
+    server = FederationServer(
+        server_name,
+        core.clock,
+        RequestAuthenticator(server_name, keyring),
+        transactions,
+        on_contact=sender.retry_now,
+    )
+    return Federation(transport, keyring, server, sender)
