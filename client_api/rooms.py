@@ -9,9 +9,10 @@ from typing import Any
 from aiohttp import web
 
 from client_api.http import core_of, field, json_body, ok, requester
-from homeserver.errors import BadJson, Codes, InvalidParam, MatrixError, NotFound
+from homeserver.errors import BadJson, Codes, InvalidParam, MatrixError
 from homeserver.handlers.room_create import CreateRoomOptions
 from homeserver.handlers.room_handlers import RoomHandlers
+from homeserver.identifiers import domain_of
 
 
 def _api(request: web.Request) -> RoomHandlers:
@@ -81,12 +82,12 @@ async def _resolve_room(request: web.Request, room_id_or_alias: str) -> str:
 async def _join(request: web.Request, room_id: str) -> web.Response:
     who = await requester(request)
     body = await json_body(request)
-    api = _api(request)
-    if await core_of(request).storage.rooms.get_room_version(room_id) is None:
-        raise NotFound(api.members.unknown_room_message(room_id))
-    await api.members.update_membership(
-        who.user_id, room_id, who.user_id, "join", reason=_reason(body)
-    )
+    # Servers to join through when this one is not in the room: the client's (`via`, and
+    # the older `server_name`), then the one named in the room ID (up to room version 11).
+    servers = request.query.getall("via", []) + request.query.getall("server_name", [])
+    if domain_of(room_id):
+        servers.append(domain_of(room_id))
+    await _api(request).members.join(who.user_id, room_id, servers, reason=_reason(body))
     return ok({"room_id": room_id})
 
 

@@ -10,7 +10,9 @@ from typing import Any
 from federation.auth import RequestAuthenticator
 from federation.client import FederationClient
 from federation.inbound.edus import InboundEdus
+from federation.inbound.joins import JoinHandler
 from federation.inbound.transactions import TransactionHandler
+from federation.outbound.joins import RemoteJoiner
 from federation.sender.edus import OutboundToDevice
 from federation.sender.sender import FederationSender
 from federation.server.http import FederationServer
@@ -44,9 +46,8 @@ def build_federation(core: Core, config: FederationConfig) -> Federation:
     keyring = Keyring(
         server_name, keys, storage.server_keys, client, config.trusted_key_servers, core.clock
     )
-    transactions = TransactionHandler(
-        storage, EventSignatureChecker(keyring), core.remote_events, core.clock
-    )
+    signatures = EventSignatureChecker(keyring)
+    transactions = TransactionHandler(storage, signatures, core.remote_events, core.clock)
     InboundEdus(core).register(transactions)
 
     async def pdus_for(event_ids: Sequence[str]) -> list[dict[str, Any]]:
@@ -69,6 +70,8 @@ def build_federation(core: Core, config: FederationConfig) -> Federation:
         core.clock,
         RequestAuthenticator(server_name, keyring),
         transactions,
+        JoinHandler(core, signatures, sender),
         on_contact=sender.retry_now,
     )
+    core.room_api.members.remote_joiner = RemoteJoiner(core, transport, signatures)
     return Federation(transport, keyring, server, sender)

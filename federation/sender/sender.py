@@ -100,6 +100,14 @@ class FederationSender:
         for destination in remote:
             self._kick(destination)
 
+    async def send_event(self, event_id: str, room_id: str, skip: Collection[str] = ()) -> None:
+        """Pass an event on to every other server in the room but those in `skip`."""
+        servers = await self.outbox.servers_in_room(room_id, self.server_name)
+        destinations = servers - set(skip)
+        await self.outbox.queue_event(destinations, event_id)
+        for destination in destinations:
+            self._kick(destination)
+
     async def retry_now(self, destination: str) -> None:
         """The destination is back (it just talked to us): forget its back-off. Costs
         nothing for destinations that are not backing off."""

@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from federation.auth import RequestAuthenticator
+from federation.inbound.joins import JoinHandler
 from federation.inbound.transactions import TransactionHandler
 from homeserver.clock import Clock
 from homeserver.errors import Codes, MatrixError
@@ -27,6 +28,7 @@ class FederationServer:
     clock: Clock
     authenticator: RequestAuthenticator
     transactions: TransactionHandler
+    joins: JoinHandler
     # Told of every server that makes an authenticated request: it is up (the sender then
     # retries it at once instead of waiting out a back-off).
     on_contact: Callable[[str], Awaitable[None]] | None = None

@@ -9,6 +9,7 @@ from federation.server.http import authenticated, federation_of, server_version
 from homeserver.errors import Codes, MatrixError
 
 V1 = "/_matrix/federation/v1"
+V2 = "/_matrix/federation/v2"
 
 
 async def version(_request: web.Request) -> web.Response:
@@ -26,6 +27,26 @@ async def send_transaction(request: web.Request) -> web.Response:
     return web.json_response(response)
 
 
+async def make_join(request: web.Request) -> web.Response:
+    origin, _ = await authenticated(request)
+    # Without `ver` the joining server supports only room version 1 (S-S API make_join).
+    versions = request.query.getall("ver", ["1"])
+    answer = await federation_of(request).joins.make_join(
+        origin, request.match_info["roomId"], request.match_info["userId"], versions
+    )
+    return web.json_response(answer)
+
+
+async def send_join(request: web.Request) -> web.Response:
+    origin, body = await authenticated(request)
+    answer = await federation_of(request).joins.send_join(
+        origin, request.match_info["roomId"], request.match_info["eventId"], body
+    )
+    return web.json_response(answer)
+
+
 def install_federation_routes(router: web.UrlDispatcher) -> None:
     router.add_get(f"{V1}/version", version)
     router.add_put(f"{V1}/send/{{txnId}}", send_transaction)
+    router.add_get(f"{V1}/make_join/{{roomId}}/{{userId}}", make_join)
+    router.add_put(f"{V2}/send_join/{{roomId}}/{{eventId}}", send_join)

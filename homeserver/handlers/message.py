@@ -16,6 +16,7 @@ from homeserver.crypto.keys import ServerKeys
 from homeserver.errors import InvalidEvent, MatrixError, NotFound
 from homeserver.events.builder import EventBuilder
 from homeserver.events.event import CREATE, MEMBER, Event
+from homeserver.events.room_versions import RoomVersion
 from homeserver.events.validation import validate_pdu
 from homeserver.handlers.persistence import EventPersister, NextEvent, StaleTip
 from homeserver.handlers.state import StateHandler
@@ -101,6 +102,26 @@ class EventCreationHandler:
                     continue
             return await done
         raise MatrixError("The room is busy; try again", status=503)
+
+    async def event_template(
+        self, room_id: str, event_type: str, sender: str, content: Mapping[str, Any], state_key: str
+    ) -> tuple[RoomVersion, dict[str, Any]]:
+        """An unsigned event for another server to fill in and sign (S-S API make_join):
+        built on the room's current tips and checked against the auth rules first, so a
+        server is never handed a template its event would fail with."""
+        room_version = await self.storage.rooms.get_room_version(room_id)
+        if room_version is None:
+            raise NotFound(f"Unknown room {room_id}")
+        builder = EventBuilder(
+            room_version, event_type, sender, dict(content), room_id=room_id, state_key=state_key
+        )
+        async with self.persister.room_locks.lock(room_id):
+            next_event = await self.persister.next_local_event(room_id, room_version)
+        if next_event is None:
+            raise NotFound(f"Room {room_id} has no events we can build on")
+        event = await self._build_and_check(builder, next_event)
+        unsigned = ("hashes", "signatures", "event_id", "origin", "unsigned")
+        return room_version, {k: v for k, v in event.pdu.items() if k not in unsigned}
 
     async def create_room(
         self,

@@ -80,7 +80,11 @@ class RemoteEventHandler:
                 current = await self.storage.rooms.get_current_state_for_keys(
                     room_id, _auth_keys(event)
                 )
-                context.soft_failed = await lookup.check_against_state(event, current) is not None
+                # A room without current state here is one this server is joining with this
+                # very event (its state came with send_join): nothing to soft-fail against.
+                if (CREATE, "") in current:
+                    failed = await lookup.check_against_state(event, current)
+                    context.soft_failed = failed is not None
             [persisted] = await self.persister.persist_events_locked(room_id, [(event, context)])
         return persisted
 

@@ -6,8 +6,8 @@ a local member to vouch for it) and the member event's profile fields."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 from homeserver.auth_rules.power_levels import PowerLevels
 from homeserver.auth_rules.selection import CREATE_KEY, JOIN_RULES_KEY, POWER_LEVELS_KEY
@@ -46,6 +46,12 @@ async def current_power_levels(storage: Storage, room_id: str) -> PowerLevels | 
     return PowerLevels(create, events.get(state.get(POWER_LEVELS_KEY, "")))
 
 
+class RemoteJoin(Protocol):
+    async def join(
+        self, user_id: str, room_id: str, servers: Sequence[str], content: Mapping[str, Any]
+    ) -> str: ...
+
+
 class RoomMemberHandler:
     def __init__(
         self,
@@ -57,6 +63,8 @@ class RoomMemberHandler:
         self.extras = extras
         self.events = events
         self.server_name = events.server.server_name
+        # Set by federation: joins to rooms this server is not in.
+        self.remote_joiner: RemoteJoin | None = None
 
     async def update_membership(
         self,
@@ -109,6 +117,23 @@ class RoomMemberHandler:
             room_id, MEMBER, sender, content, state_key=target, join_authorised_via=authoriser
         )
         return persisted.event.event_id
+
+    async def join(
+        self, user_id: str, room_id: str, servers: Sequence[str], reason: str | None = None
+    ) -> str:
+        """Join `user_id` to the room: with a local event when a user of ours is in it, else
+        through one of `servers` (S-S API "Joining Rooms"); returns the join's event ID."""
+        if await self.storage.rooms.is_server_in_room(room_id, self.server_name):
+            return await self.update_membership(user_id, room_id, user_id, "join", reason=reason)
+        if self.remote_joiner is None or not servers:
+            raise NotFound(self.unknown_room_message(room_id))
+        content: dict[str, Any] = {}
+        profile = await self.storage.user_data.get_profile(user_id)
+        if profile is not None:
+            content.update(profile.fields())
+        if reason is not None:
+            content["reason"] = reason
+        return await self.remote_joiner.join(user_id, room_id, servers, content)
 
     async def knock(self, user_id: str, room_id: str, reason: str | None = None) -> str:
         """C-S API POST /knock (local rooms only). The auth rules refuse a join rule other than
@@ -170,10 +195,7 @@ class RoomMemberHandler:
     def unknown_room_message(self, room_id: str) -> str:
         domain = domain_of(room_id)
         if domain and domain != self.server_name:
-            return (
-                f"Room {room_id} is on another server ({domain}); joining rooms over"
-                " federation is not supported yet"
-            )
+            return f"Room {room_id} is on another server ({domain}), which did not answer"
         return f"Unknown room {room_id}"
 
     async def forget(self, user_id: str, room_id: str) -> None:

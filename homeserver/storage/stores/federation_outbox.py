@@ -126,6 +126,22 @@ class FederationOutboxStore:
                 servers.setdefault(room_id, set()).add(domain)
         return servers
 
+    async def queue_event(self, destinations: Collection[str], event_id: str) -> None:
+        """Queue one event for `destinations` (an event another server made that we must
+        pass on, such as a join we accepted through send_join)."""
+        if not destinations:
+            return
+        first = await self._allocate(len(destinations))
+        await self.db.executemany(
+            "INSERT INTO federation_outbox (destination, queue_id, event_id) VALUES ($1, $2, $3)"
+            " ON CONFLICT DO NOTHING",
+            [(d, first + i, event_id) for i, d in enumerate(sorted(destinations))],
+        )
+
+    async def servers_in_room(self, room_id: str, server_name: str) -> set[str]:
+        """The other servers with a member joined to the room now."""
+        return (await self._servers_in_rooms([room_id], server_name)).get(room_id, set())
+
     async def queue_edu(self, destinations: Collection[str], edu: JsonDict) -> None:
         if not destinations:
             return

@@ -93,6 +93,16 @@ class RoomsStore:
         )
         return [r[0] for r in rows]
 
+    async def is_server_in_room(self, room_id: str, server_name: str) -> bool:
+        """Whether a user of `server_name` is joined to the room now."""
+        row = await self.db.fetchrow(
+            "SELECT 1 FROM current_state_events WHERE room_id = $1 AND type = 'm.room.member'"
+            " AND membership = 'join' AND state_key LIKE $2 LIMIT 1",
+            room_id,
+            f"%:{server_name}",
+        )
+        return row is not None
+
     async def get_users_in_room(self, room_id: str, membership: str = "join") -> list[str]:
         rows = await self.db.fetch(
             "SELECT state_key FROM current_state_events"

@@ -1,0 +1,106 @@
+"""JoinHandler: the resident server's side of a remote join (S-S API "Joining Rooms"):
+GET /make_join hands out an event template, PUT /send_join/v2 accepts the signed join, passes
+it on to the other servers in the room and answers with the room's state and auth chain."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from homeserver.core import Core
+from homeserver.crypto.event_signatures import EventSignatureChecker
+from homeserver.errors import Codes, Forbidden, MatrixError, NotFound
+from homeserver.events.event import MEMBER, Event
+from homeserver.events.validation import validate_pdu
+from homeserver.identifiers import domain_of
+
+logger = logging.getLogger(__name__)
+
+JsonDict = dict[str, Any]
+
+
+class EventRelay(Protocol):
+    """Passes an event on to the other servers in its room (the FederationSender)."""
+
+    async def send_event(self, event_id: str, room_id: str, skip: Sequence[str] = ()) -> None: ...
+
+
+class JoinHandler:
+    def __init__(self, core: Core, signatures: EventSignatureChecker, relay: EventRelay) -> None:
+        self.core = core
+        self.storage = core.storage
+        self.signatures = signatures
+        self.relay = relay
+        self.server_name = core.server.server_name
+
+    async def make_join(
+        self, origin: str, room_id: str, user_id: str, versions: Sequence[str]
+    ) -> JsonDict:
+        if domain_of(user_id) != origin:
+            raise Forbidden("A server can only join its own users")
+        room_version = await self.storage.rooms.get_room_version(room_id)
+        if room_version is None or not await self._joined_here(room_id):
+            raise NotFound(f"This server is not in room {room_id}")
+        if room_version.identifier not in versions:
+            raise MatrixError(
+                f"Your server does not support room version {room_version.identifier}",
+                Codes.INCOMPATIBLE_ROOM_VERSION,
+                status=400,
+                room_version=room_version.identifier,
+            )
+        _, template = await self.core.events.event_template(
+            room_id, MEMBER, user_id, {"membership": "join"}, user_id
+        )
+        return {"room_version": room_version.identifier, "event": template}
+
+    async def send_join(self, origin: str, room_id: str, event_id: str, pdu: Any) -> JsonDict:
+        room_version = await self.storage.rooms.get_room_version(room_id)
+        if room_version is None or not await self._joined_here(room_id):
+            raise NotFound(f"This server is not in room {room_id}")
+        if not isinstance(pdu, dict):
+            raise MatrixError("The join event must be an object", Codes.BAD_JSON)
+        pdu = {k: v for k, v in pdu.items() if k != "unsigned"}
+        validate_pdu(room_version, pdu)
+        event = Event(pdu, room_version)
+        sender = event.sender
+        if (
+            event.event_id != event_id
+            or event.room_id != room_id
+            or event.type != MEMBER
+            or event.membership != "join"
+            or event.state_key != sender
+            or domain_of(sender) != origin
+        ):
+            raise MatrixError(
+                "Not a join of the origin's user to this room with this event ID",
+                Codes.BAD_JSON,
+            )
+        failed = await self.signatures.failures([event])
+        if failed:
+            raise Forbidden(f"Signature check failed: {failed[event.event_id]}")
+        persisted = await self.core.remote_events.persist_event(event)
+        if persisted.event.event_id in await self.storage.events.get_rejected_event_ids([event_id]):
+            raise Forbidden("The join is not allowed")
+        await self.relay.send_event(event_id, room_id, skip=[origin])
+        state = await self.core.state.get_state_before(event_id)
+        state_events = await self.storage.events.get_events(state.values())
+        chain_ids = await self.storage.events.get_auth_chain_ids([*state.values(), event_id])
+        chain = await self.storage.events.get_events(chain_ids)
+        serializer = self.core.room_api.serializer
+        logger.info("origin=%s joined user_id=%s room_id=%s", origin, sender, room_id)
+        return {
+            "origin": self.server_name,
+            "state": await serializer.federation_format(_in_order(state_events.values())),
+            "auth_chain": await serializer.federation_format(_in_order(chain.values())),
+            "event": persisted.event.pdu,
+            "members_omitted": False,
+        }
+
+    async def _joined_here(self, room_id: str) -> bool:
+        members = await self.storage.rooms.get_users_in_room(room_id)
+        return any(domain_of(m) == self.server_name for m in members)
+
+
+def _in_order(events: Any) -> list[Event]:
+    return sorted(events, key=lambda e: (e.depth, e.event_id))

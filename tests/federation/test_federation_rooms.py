@@ -1,0 +1,107 @@
+"""Rooms across real servers: remote joins (make_join / send_join), messages both ways, and a
+third server whose join and messages reach everyone."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.federation.homeservers import Homeserver, homeservers
+from tests.helpers.rest import V3, User
+
+DEADLINE_S = 10.0
+
+
+async def join_via(server: Homeserver, user: User, room_id: str, via: Homeserver) -> None:
+    answer = await server.rest.request(
+        "POST", f"{V3}/join/{room_id}", user, body={}, via=via.server_name
+    )
+    assert answer == {"room_id": room_id}
+
+
+async def wait_for_message(
+    server: Homeserver, user: User, room_id: str, body: str
+) -> dict[str, Any]:
+    """The message event with `body` once it is in the user's room (via /messages)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DEADLINE_S
+    while loop.time() < deadline:
+        page = await server.rest.request(
+            "GET", f"{V3}/rooms/{room_id}/messages", user, dir="b", limit="50"
+        )
+        for event in page["chunk"]:
+            if event["type"] == "m.room.message" and event["content"].get("body") == body:
+                return dict(event)
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{body!r} never reached {server.server_name}")
+
+
+async def joined_members(server: Homeserver, user: User, room_id: str) -> set[str]:
+    answer = await server.rest.request("GET", f"{V3}/rooms/{room_id}/joined_members", user)
+    return set(answer["joined"])
+
+
+async def wait_for_members(
+    server: Homeserver, user: User, room_id: str, expected: set[str]
+) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DEADLINE_S
+    while loop.time() < deadline:
+        if await joined_members(server, user, room_id) == expected:
+            return
+        await asyncio.sleep(0.05)
+    assert await joined_members(server, user, room_id) == expected
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+async def test_remote_join_and_messages_both_ways(tmp_path: Path, engine: str) -> None:
+    async with homeservers(tmp_path, 3, engine) as (a, b, c):
+        alice = await a.rest.register("alice")
+        bob = await b.rest.register("bob")
+        carol = await c.rest.register("carol")
+        room_id = await a.rest.create_room(alice, preset="public_chat", name="Across servers")
+
+        await join_via(b, bob, room_id, a)
+        # B now holds the room: its state, with its name, and both members.
+        assert await joined_members(b, bob, room_id) == {alice.user_id, bob.user_id}
+        name = await b.rest.request("GET", f"{V3}/rooms/{room_id}/state/m.room.name", bob)
+        assert name == {"name": "Across servers"}
+        await wait_for_members(a, alice, room_id, {alice.user_id, bob.user_id})
+
+        await a.rest.send(alice, room_id, "hello from A")
+        from_a = await wait_for_message(b, bob, room_id, "hello from A")
+        assert from_a["sender"] == alice.user_id
+        await b.rest.send(bob, room_id, "hello from B")
+        assert (await wait_for_message(a, alice, room_id, "hello from B"))["sender"] == bob.user_id
+
+        # A third server joins through B; A hears of the join from B, and C's messages
+        # reach both.
+        await join_via(c, carol, room_id, b)
+        everyone = {alice.user_id, bob.user_id, carol.user_id}
+        await wait_for_members(a, alice, room_id, everyone)
+        await wait_for_members(b, bob, room_id, everyone)
+        await c.rest.send(carol, room_id, "hello from C")
+        for server, user in ((a, alice), (b, bob)):
+            assert (await wait_for_message(server, user, room_id, "hello from C"))[
+                "sender"
+            ] == carol.user_id
+        await a.rest.send(alice, room_id, "A again")
+        await wait_for_message(c, carol, room_id, "A again")
+
+
+async def test_joining_a_room_nobody_can_help_with(tmp_path: Path) -> None:
+    async with homeservers(tmp_path, 2) as (a, b):
+        alice = await a.rest.register("alice")
+        bob = await b.rest.register("bob")
+        room_id = await a.rest.create_room(alice)  # private: needs an invite
+        refused = await b.rest.request(
+            "POST", f"{V3}/join/{room_id}", bob, body={}, expect=403, via=a.server_name
+        )
+        assert refused["errcode"] == "M_FORBIDDEN"
+        unknown = await b.rest.request(
+            "POST", f"{V3}/join/!nowhere", bob, body={}, expect=404, via=a.server_name
+        )
+        assert unknown["errcode"] == "M_NOT_FOUND"
