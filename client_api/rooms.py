@@ -4,6 +4,7 @@ send, state PUT and redact. Reads are in room_reads.py, aliases in directory.py.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
@@ -79,12 +80,16 @@ async def _resolve_room(request: web.Request, room_id_or_alias: str) -> str:
     return room_id_or_alias
 
 
-async def _join(request: web.Request, room_id: str) -> web.Response:
+async def _join(
+    request: web.Request, room_id: str, alias_servers: Sequence[str] = ()
+) -> web.Response:
     who = await requester(request)
     body = await json_body(request)
     # Servers to join through when this one is not in the room: the client's (`via`, and
-    # the older `server_name`), then the one named in the room ID (up to room version 11).
+    # the older `server_name`), those the alias's server named, then the one named in the
+    # room ID (up to room version 11).
     servers = request.query.getall("via", []) + request.query.getall("server_name", [])
+    servers += alias_servers
     if domain_of(room_id):
         servers.append(domain_of(room_id))
     await _api(request).members.join(who.user_id, room_id, servers, reason=_reason(body))
@@ -97,6 +102,9 @@ async def join_room_id(request: web.Request) -> web.Response:
 
 async def join_room_id_or_alias(request: web.Request) -> web.Response:
     target = request.match_info["roomIdOrAlias"]
+    if target.startswith("#"):
+        resolved = await _api(request).directory.resolve(target)
+        return await _join(request, resolved.room_id, resolved.servers)
     return await _join(request, await _resolve_room(request, target))
 
 

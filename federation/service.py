@@ -11,8 +11,10 @@ from federation.auth import RequestAuthenticator
 from federation.client import FederationClient
 from federation.inbound.edus import InboundEdus
 from federation.inbound.joins import JoinHandler
+from federation.inbound.queries import QueryHandler
 from federation.inbound.transactions import TransactionHandler
 from federation.outbound.joins import RemoteJoiner
+from federation.outbound.queries import FederationQueries
 from federation.sender.edus import OutboundToDevice
 from federation.sender.sender import FederationSender
 from federation.server.http import FederationServer
@@ -71,7 +73,11 @@ def build_federation(core: Core, config: FederationConfig) -> Federation:
         RequestAuthenticator(server_name, keyring),
         transactions,
         JoinHandler(core, signatures, sender),
+        QueryHandler(core),
         on_contact=sender.retry_now,
     )
+    queries = FederationQueries(transport)
+    core.room_api.directory.remote = queries
+    core.profile.remote = queries
     core.room_api.members.remote_joiner = RemoteJoiner(core, transport, signatures)
     return Federation(transport, keyring, server, sender)

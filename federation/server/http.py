@@ -13,6 +13,7 @@ from aiohttp import web
 
 from federation.auth import RequestAuthenticator
 from federation.inbound.joins import JoinHandler
+from federation.inbound.queries import QueryHandler
 from federation.inbound.transactions import TransactionHandler
 from homeserver.clock import Clock
 from homeserver.errors import Codes, MatrixError
@@ -29,6 +30,7 @@ class FederationServer:
     authenticator: RequestAuthenticator
     transactions: TransactionHandler
     joins: JoinHandler
+    queries: QueryHandler
     # Told of every server that makes an authenticated request: it is up (the sender then
     # retries it at once instead of waiting out a back-off).
     on_contact: Callable[[str], Awaitable[None]] | None = None

@@ -45,8 +45,27 @@ async def send_join(request: web.Request) -> web.Response:
     return web.json_response(answer)
 
 
+async def query_directory(request: web.Request) -> web.Response:
+    await authenticated(request)
+    alias = request.query.get("room_alias")
+    if alias is None:
+        raise MatrixError("Missing parameter: room_alias", Codes.MISSING_PARAM)
+    return web.json_response(await federation_of(request).queries.directory(alias))
+
+
+async def query_profile(request: web.Request) -> web.Response:
+    await authenticated(request)
+    user_id = request.query.get("user_id")
+    if user_id is None:
+        raise MatrixError("Missing parameter: user_id", Codes.MISSING_PARAM)
+    answer = await federation_of(request).queries.profile(user_id, request.query.get("field"))
+    return web.json_response(answer)
+
+
 def install_federation_routes(router: web.UrlDispatcher) -> None:
     router.add_get(f"{V1}/version", version)
     router.add_put(f"{V1}/send/{{txnId}}", send_transaction)
     router.add_get(f"{V1}/make_join/{{roomId}}/{{userId}}", make_join)
     router.add_put(f"{V2}/send_join/{{roomId}}/{{eventId}}", send_join)
+    router.add_get(f"{V1}/query/directory", query_directory)
+    router.add_get(f"{V1}/query/profile", query_profile)

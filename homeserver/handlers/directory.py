@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from homeserver.clock import Clock
 from homeserver.errors import AuthError, Codes, Forbidden, InvalidParam, MatrixError, NotFound
@@ -38,6 +38,13 @@ class ResolvedAlias:
     servers: list[str]
 
 
+class RemoteAliases(Protocol):
+    """Asks an alias's server which room it names (S-S API GET /query/directory);
+    NotFound when it names none."""
+
+    async def query_alias(self, alias: str) -> ResolvedAlias: ...
+
+
 class DirectoryHandler:
     def __init__(
         self,
@@ -51,6 +58,8 @@ class DirectoryHandler:
         self.events = events
         self.clock = clock
         self.server_name = events.server.server_name
+        # Set by federation: aliases of other servers.
+        self.remote: RemoteAliases | None = None
 
     def parse_local_alias(self, alias: str) -> str:
         if not is_valid_alias(alias):
@@ -77,10 +86,9 @@ class DirectoryHandler:
         if not is_valid_alias(alias):
             raise InvalidParam(f"Invalid room alias {alias[:300]!r}")
         if domain_of(alias) != self.server_name:
-            raise NotFound(
-                f"Room alias {alias} is on another server; resolving it needs federation,"
-                " which is not supported yet"
-            )
+            if self.remote is None:
+                raise NotFound(f"Room alias {alias} is on another server, which we cannot ask")
+            return await self.remote.query_alias(alias)
         found = await self.extras.get_alias(alias)
         if found is None:
             raise NotFound(f"Room alias {alias} not found")

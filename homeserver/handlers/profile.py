@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 from homeserver.errors import Codes, Forbidden, MatrixError, NotFound
 from homeserver.events.event import MEMBER
@@ -25,6 +25,13 @@ MAX_AVATAR_URL_LEN = 1000
 _PROPAGATION_CONCURRENCY = 8
 
 
+class RemoteProfiles(Protocol):
+    """Asks a user's server for their profile (S-S API GET /query/profile); NotFound when
+    that server does not know them."""
+
+    async def query_profile(self, user_id: str) -> dict[str, str]: ...
+
+
 class ProfileHandler:
     def __init__(
         self,
@@ -37,13 +44,17 @@ class ProfileHandler:
         self.user_data = user_data
         self.events = events
         self.server_name = server_name
+        # Set by federation: other servers' users' profiles.
+        self.remote: RemoteProfiles | None = None
 
     def is_mine(self, user_id: str) -> bool:
         return domain_of(user_id) == self.server_name
 
     async def get_profile(self, user_id: str) -> dict[str, str]:
         """The profile as the spec returns it (fields not set are absent). 404 M_NOT_FOUND for
-        unknown users; remote users too, until federation can ask their server."""
+        unknown users. Another server's users are asked of their server."""
+        if not self.is_mine(user_id) and self.remote is not None:
+            return await self.remote.query_profile(user_id)
         return (await self._profile(user_id)).fields()
 
     async def _profile(self, user_id: str) -> Profile:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -105,3 +106,38 @@ async def test_joining_a_room_nobody_can_help_with(tmp_path: Path) -> None:
             "POST", f"{V3}/join/!nowhere", bob, body={}, expect=404, via=a.server_name
         )
         assert unknown["errcode"] == "M_NOT_FOUND"
+
+
+async def test_join_by_remote_alias_and_remote_profiles(tmp_path: Path) -> None:
+    async with homeservers(tmp_path, 2) as (a, b):
+        alice = await a.rest.register("alice")
+        await a.rest.request(
+            "PUT",
+            f"{V3}/profile/{alice.user_id}/displayname",
+            alice,
+            body={"displayname": "Alice A"},
+        )
+        bob = await b.rest.register("bob")
+        room_id = await a.rest.create_room(alice, preset="public_chat")
+        alias = f"#lobby:{a.server_name}"
+        path = f"{V3}/directory/room/{quote(alias)}"
+        await a.rest.request("PUT", path, alice, body={"room_id": room_id})
+
+        # B resolves the alias by asking A, then joins through the servers A named.
+        resolved = await b.rest.request("GET", path, bob)
+        assert resolved == {"room_id": room_id, "servers": [a.server_name]}
+        joined = await b.rest.request("POST", f"{V3}/join/{quote(alias)}", bob, body={})
+        assert joined == {"room_id": room_id}
+        assert await joined_members(b, bob, room_id) == {alice.user_id, bob.user_id}
+
+        # Profiles of another server's users come from that server.
+        profile = await b.rest.request("GET", f"{V3}/profile/{alice.user_id}", bob)
+        assert profile == {"displayname": "Alice A"}
+        missing = await b.rest.request(
+            "GET", f"{V3}/profile/@nobody:{a.server_name}", bob, expect=404
+        )
+        assert missing["errcode"] == "M_NOT_FOUND"
+        unknown_alias = await b.rest.request(
+            "GET", f"{V3}/directory/room/%23nothing:{a.server_name}", bob, expect=404
+        )
+        assert unknown_alias["errcode"] == "M_NOT_FOUND"
