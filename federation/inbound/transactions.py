@@ -155,6 +155,8 @@ class TransactionHandler:
                     return {"error": "prev_events are missing and cannot be fetched yet"}
                 state_before = await self.prev_events.fill_gap(origin, event)
             await self.remote_events.persist_event(event, state_before)
+            if await self.storage.events.get_rejected_event_ids([event.event_id]):
+                return {"error": "The event failed the authorization rules"}
         except MatrixError as e:
             return {"error": e.message}
         except Exception:
