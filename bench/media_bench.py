@@ -51,7 +51,6 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from synapse_runner import ServerProcess, free_port, rss_kib, synapse_process  # noqa: E402
 from sync_bench import (  # noqa: E402
     Client,
     _homeserver_argv,
@@ -64,6 +63,8 @@ from sync_bench import (  # noqa: E402
     wait_for_quiet,
     write_our_config,
 )
+
+from tests.helpers.synapse_server import ServerProcess, free_port, rss_kib, synapse_process  # noqa: E402
 
 ALL_TARGETS = ("ours-sqlite", "ours-postgres", "synapse")
 CHUNK = 1024 * 1024

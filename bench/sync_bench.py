@@ -75,7 +75,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from synapse_runner import (  # noqa: E402
+from tests.helpers.synapse_server import (  # noqa: E402
     ServerProcess,
     cpu_seconds,
     free_port,
