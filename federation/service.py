@@ -10,12 +10,21 @@ from typing import Any
 from federation.auth import RequestAuthenticator
 from federation.client import FederationClient
 from federation.inbound.edus import InboundEdus
+from federation.inbound.invites import InviteHandler
 from federation.inbound.joins import JoinHandler
 from federation.inbound.queries import QueryHandler
+from federation.inbound.reads import FederationReads
 from federation.inbound.transactions import TransactionHandler
+from federation.outbound.invites import RemoteInviter
 from federation.outbound.joins import RemoteJoiner
+from federation.outbound.missing_events import MissingEventsFetcher
 from federation.outbound.queries import FederationQueries
-from federation.sender.edus import OutboundToDevice
+from federation.sender.edus import (
+    OutboundPresence,
+    OutboundReceipts,
+    OutboundToDevice,
+    OutboundTyping,
+)
 from federation.sender.sender import FederationSender
 from federation.server.http import FederationServer
 from federation.transport import FederationTransport
@@ -51,6 +60,7 @@ def build_federation(core: Core, config: FederationConfig) -> Federation:
     signatures = EventSignatureChecker(keyring)
     transactions = TransactionHandler(storage, signatures, core.remote_events, core.clock)
     InboundEdus(core).register(transactions)
+    transactions.prev_events = MissingEventsFetcher(core, transport, signatures)
 
     async def pdus_for(event_ids: Sequence[str]) -> list[dict[str, Any]]:
         events = await storage.events.get_events(event_ids)
@@ -67,15 +77,21 @@ def build_federation(core: Core, config: FederationConfig) -> Federation:
     )
     core.notifier.watch_position(sender.on_new_events)
     core.to_device.remote = OutboundToDevice(sender)
+    core.typing.remote = OutboundTyping(sender)
+    core.receipts.remote = OutboundReceipts(sender)
+    core.presence.remote = OutboundPresence(sender)
     server = FederationServer(
-        server_name,
-        core.clock,
-        RequestAuthenticator(server_name, keyring),
-        transactions,
-        JoinHandler(core, signatures, sender),
-        QueryHandler(core),
+        server_name=server_name,
+        clock=core.clock,
+        authenticator=RequestAuthenticator(server_name, keyring),
+        transactions=transactions,
+        joins=JoinHandler(core, signatures, sender),
+        queries=QueryHandler(core),
+        invites=InviteHandler(core, signatures),
+        reads=FederationReads(core),
         on_contact=sender.retry_now,
     )
+    core.room_api.members.remote_inviter = RemoteInviter(core, transport, signatures)
     queries = FederationQueries(transport)
     core.room_api.directory.remote = queries
     core.profile.remote = queries

@@ -1,5 +1,9 @@
 """Outbound EDUs: what local handlers tell other servers, queued on the FederationSender
-(S-S API "Send-to-device messaging")."""
+(S-S API "Send-to-device messaging", "Typing Notifications", "Receipts", "Presence").
+
+The typing, receipt and presence handlers report every change, including those an EDU from
+another server made; a server speaks only for its own users, so only those are passed on
+(and an EDU received is never relayed)."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from federation.sender.sender import FederationSender
+from homeserver.handlers.receipts import READ
 from homeserver.identifiers import domain_of
 
 JsonDict = dict[str, Any]
@@ -38,3 +43,52 @@ class OutboundToDevice:
             }
             await self.sender.send_edu([destination], "m.direct_to_device", content)
 
+
+class OutboundTyping:
+    """The TypingHandler's RemoteTyping: an m.typing EDU to the other servers in the room."""
+
+    def __init__(self, sender: FederationSender) -> None:
+        self.sender = sender
+
+    async def typing_changed(self, user_id: str, room_id: str, typing: bool) -> None:
+        if domain_of(user_id) != self.sender.server_name:
+            return
+        servers = await self.sender.outbox.servers_in_room(room_id, self.sender.server_name)
+        content = {"room_id": room_id, "user_id": user_id, "typing": typing}
+        await self.sender.send_edu(servers, "m.typing", content)
+
+
+class OutboundReceipts:
+    """The ReceiptsHandler's RemoteReceipts: an m.receipt EDU to the other servers in the
+    room."""
+
+    def __init__(self, sender: FederationSender) -> None:
+        self.sender = sender
+
+    async def read_receipt(
+        self, user_id: str, room_id: str, event_id: str, thread_id: str | None, ts: int
+    ) -> None:
+        if domain_of(user_id) != self.sender.server_name:
+            return
+        data: JsonDict = {"ts": ts}
+        if thread_id is not None:
+            data["thread_id"] = thread_id
+        receipt = {"event_ids": [event_id], "data": data}
+        servers = await self.sender.outbox.servers_in_room(room_id, self.sender.server_name)
+        await self.sender.send_edu(servers, "m.receipt", {room_id: {READ: {user_id: receipt}}})
+
+
+class OutboundPresence:
+    """The PresenceHandler's RemotePresence: an m.presence EDU to every other server sharing a
+    room with the user (S-S API: only servers likely to be interested)."""
+
+    def __init__(self, sender: FederationSender) -> None:
+        self.sender = sender
+
+    async def presence_changed(self, user_id: str, presence: Mapping[str, Any]) -> None:
+        if domain_of(user_id) != self.sender.server_name:
+            return
+        servers = await self.sender.outbox.servers_sharing_a_room(user_id, self.sender.server_name)
+        await self.sender.send_edu(
+            servers, "m.presence", {"push": [{"user_id": user_id, **presence}]}
+        )

@@ -12,8 +12,10 @@ from typing import Any
 from aiohttp import web
 
 from federation.auth import RequestAuthenticator
+from federation.inbound.invites import InviteHandler
 from federation.inbound.joins import JoinHandler
 from federation.inbound.queries import QueryHandler
+from federation.inbound.reads import FederationReads
 from federation.inbound.transactions import TransactionHandler
 from homeserver.clock import Clock
 from homeserver.errors import Codes, MatrixError
@@ -31,6 +33,8 @@ class FederationServer:
     transactions: TransactionHandler
     joins: JoinHandler
     queries: QueryHandler
+    invites: InviteHandler
+    reads: FederationReads
     # Told of every server that makes an authenticated request: it is up (the sender then
     # retries it at once instead of waiting out a back-off).
     on_contact: Callable[[str], Awaitable[None]] | None = None

@@ -3,6 +3,8 @@ and hands it to a domain handler."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from federation.server.http import authenticated, federation_of, server_version
@@ -62,10 +64,106 @@ async def query_profile(request: web.Request) -> web.Response:
     return web.json_response(answer)
 
 
+async def invite(request: web.Request) -> web.Response:
+    origin, body = await authenticated(request)
+    answer = await federation_of(request).invites.on_invite(
+        origin, request.match_info["roomId"], request.match_info["eventId"], body
+    )
+    return web.json_response(answer)
+
+
+async def get_event(request: web.Request) -> web.Response:
+    origin, _ = await authenticated(request)
+    answer = await federation_of(request).reads.get_event(origin, request.match_info["eventId"])
+    return web.json_response(answer)
+
+
+async def get_state(request: web.Request) -> web.Response:
+    origin, _ = await authenticated(request)
+    reads = federation_of(request).reads
+    room_id, event_id = request.match_info["roomId"], _required_query(request, "event_id")
+    return web.json_response(await reads.get_state(origin, room_id, event_id))
+
+
+async def get_state_ids(request: web.Request) -> web.Response:
+    origin, _ = await authenticated(request)
+    reads = federation_of(request).reads
+    room_id, event_id = request.match_info["roomId"], _required_query(request, "event_id")
+    return web.json_response(await reads.get_state_ids(origin, room_id, event_id))
+
+
+async def get_event_auth(request: web.Request) -> web.Response:
+    origin, _ = await authenticated(request)
+    answer = await federation_of(request).reads.get_event_auth(
+        origin, request.match_info["roomId"], request.match_info["eventId"]
+    )
+    return web.json_response(answer)
+
+
+async def backfill(request: web.Request) -> web.Response:
+    origin, _ = await authenticated(request)
+    event_ids = request.query.getall("v", [])
+    if not event_ids:
+        raise MatrixError("Missing parameter: v", Codes.MISSING_PARAM)
+    limit = _int(request.query.get("limit"), "limit")
+    answer = await federation_of(request).reads.backfill(
+        origin, request.match_info["roomId"], event_ids, limit
+    )
+    return web.json_response(answer)
+
+
+async def get_missing_events(request: web.Request) -> web.Response:
+    origin, body = await authenticated(request)
+    if not isinstance(body, dict):
+        raise MatrixError("The body must be a JSON object", Codes.BAD_JSON)
+    earliest, latest = _event_ids(body, "earliest_events"), _event_ids(body, "latest_events")
+    limit = _int(body.get("limit", 10), "limit")
+    min_depth = _int(body.get("min_depth", 0), "min_depth")
+    answer = await federation_of(request).reads.get_missing_events(
+        origin, request.match_info["roomId"], earliest, latest, limit, min_depth
+    )
+    return web.json_response(answer)
+
+
+def _event_ids(body: dict[str, Any], name: str) -> list[str]:
+    value = body.get(name)
+    if not isinstance(value, list) or not all(isinstance(i, str) for i in value):
+        raise MatrixError(f"{name} must be a list of event IDs", Codes.BAD_JSON)
+    return value
+
+
+def _required_query(request: web.Request, name: str) -> str:
+    value = request.query.get(name)
+    if value is None:
+        raise MatrixError(f"Missing parameter: {name}", Codes.MISSING_PARAM)
+    return value
+
+
+def _int(value: Any, name: str) -> int:
+    """An integer parameter, from a query string or JSON."""
+    if value is None:
+        raise MatrixError(f"Missing parameter: {name}", Codes.MISSING_PARAM)
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            pass
+    elif isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise MatrixError(f"{name} must be an integer", Codes.INVALID_PARAM)
+
+
 def install_federation_routes(router: web.UrlDispatcher) -> None:
     router.add_get(f"{V1}/version", version)
     router.add_put(f"{V1}/send/{{txnId}}", send_transaction)
     router.add_get(f"{V1}/make_join/{{roomId}}/{{userId}}", make_join)
     router.add_put(f"{V2}/send_join/{{roomId}}/{{eventId}}", send_join)
+    router.add_get(f"{V1}/event/{{eventId}}", get_event)
+    router.add_get(f"{V1}/state/{{roomId}}", get_state)
+    router.add_get(f"{V1}/state_ids/{{roomId}}", get_state_ids)
+    router.add_get(f"{V1}/event_auth/{{roomId}}/{{eventId}}", get_event_auth)
+    router.add_get(f"{V1}/backfill/{{roomId}}", backfill)
+    router.add_post(f"{V1}/get_missing_events/{{roomId}}", get_missing_events)
+    router.add_put(f"{V2}/invite/{{roomId}}/{{eventId}}", invite)
     router.add_get(f"{V1}/query/directory", query_directory)
     router.add_get(f"{V1}/query/profile", query_profile)

@@ -103,12 +103,12 @@ class EventCreationHandler:
             return await done
         raise MatrixError("The room is busy; try again", status=503)
 
-    async def event_template(
+    async def build_event(
         self, room_id: str, event_type: str, sender: str, content: Mapping[str, Any], state_key: str
-    ) -> tuple[RoomVersion, dict[str, Any]]:
-        """An unsigned event for another server to fill in and sign (S-S API make_join):
-        built on the room's current tips and checked against the auth rules first, so a
-        server is never handed a template its event would fail with."""
+    ) -> Event:
+        """An event on the room's current tips, signed and checked against the auth rules but
+        not stored: for the handshakes where another server must see it first (an invite it
+        countersigns, a template it fills in)."""
         room_version = await self.storage.rooms.get_room_version(room_id)
         if room_version is None:
             raise NotFound(f"Unknown room {room_id}")
@@ -119,9 +119,17 @@ class EventCreationHandler:
             next_event = await self.persister.next_local_event(room_id, room_version)
         if next_event is None:
             raise NotFound(f"Room {room_id} has no events we can build on")
-        event = await self._build_and_check(builder, next_event)
+        return await self._build_and_check(builder, next_event)
+
+    async def event_template(
+        self, room_id: str, event_type: str, sender: str, content: Mapping[str, Any], state_key: str
+    ) -> tuple[RoomVersion, dict[str, Any]]:
+        """An unsigned event for another server to fill in and sign (S-S API make_join),
+        checked against the auth rules first, so a server is never handed a template its
+        event would fail with."""
+        event = await self.build_event(room_id, event_type, sender, content, state_key)
         unsigned = ("hashes", "signatures", "event_id", "origin", "unsigned")
-        return room_version, {k: v for k, v in event.pdu.items() if k not in unsigned}
+        return event.room_version, {k: v for k, v in event.pdu.items() if k not in unsigned}
 
     async def create_room(
         self,

@@ -344,6 +344,18 @@ class EventPersister:
             members = tuple(sorted({k for (t, k), _ in delta.items() if t == MEMBER}))
             room_id = persisted[-1].event.room_id
             heapq.heappush(self._unannounced, _Announcement(last, room_id, members, True))
+        self._drain_announcements()
+
+    async def persist_out_of_band_membership(self, event: Event) -> None:
+        """An invite to a room this server is not in (S-S API "Inviting to a room"): stored
+        as an outlier, with the user's membership in current state at a live position, so
+        that their /sync shows the invite."""
+        position = await self.storage.persist.persist_out_of_band_membership(event)
+        user = event.state_key or ""
+        heapq.heappush(self._unannounced, _Announcement(position, event.room_id, (user,), True))
+        self._drain_announcements()
+
+    def _drain_announcements(self) -> None:
         current = self.storage.stream_ids.current
         while self._unannounced and self._unannounced[0].position <= current:
             a = heapq.heappop(self._unannounced)

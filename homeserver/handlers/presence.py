@@ -4,7 +4,8 @@ for /sync's presence section."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from homeserver.clock import Clock
 from homeserver.errors import Codes, Forbidden, MatrixError, NotFound
@@ -27,6 +28,14 @@ ACTIVE_GRANULARITY_MS = 60 * 1000
 MAX_STATUS_MSG_LEN = 1024
 
 
+class RemotePresence(Protocol):
+    """Tells the servers sharing a room with a user of ours of their new presence (an
+    m.presence EDU, S-S API "Presence"); other servers' users' presence is not passed on.
+    `presence` is as clients see it (format())."""
+
+    async def presence_changed(self, user_id: str, presence: Mapping[str, Any]) -> None: ...
+
+
 class PresenceHandler:
     def __init__(
         self,
@@ -45,6 +54,8 @@ class PresenceHandler:
         # client syncs many times a minute, and each sync would otherwise read presence to
         # find there is nothing to write.
         self._online_written: LruCache[str, int] = LruCache(100_000)
+        # Until federation sets one, other servers are not told.
+        self.remote: RemotePresence | None = None
 
     async def current_position(self) -> int:
         return await self.user_data.presence_stream.current()
@@ -95,7 +106,7 @@ class PresenceHandler:
     async def _write(
         self, user_id: str, state: str, status_msg: str | None, last_active_ts: int
     ) -> None:
-        await self.user_data.set_presence(user_id, state, status_msg, last_active_ts)
+        position = await self.user_data.set_presence(user_id, state, status_msg, last_active_ts)
         if state == ONLINE:
             self._online_written.put(user_id, last_active_ts)
         else:
@@ -103,17 +114,23 @@ class PresenceHandler:
         # Everyone sharing a room listens to that room; the user to themselves.
         rooms = await self.storage.rooms.get_rooms_for_user(user_id)
         self.notifier.on_new_data(room_ids=rooms, users=[user_id])
+        if self.remote is not None:
+            row = PresenceRow(user_id, state, status_msg, last_active_ts, position)
+            await self.remote.presence_changed(user_id, self.format(row))
 
     async def get_presence(self, requester_id: str, user_id: str) -> dict[str, Any]:
-        """GET /presence/{userId}/status: 404 for unknown (and, until federation, remote)
-        users, 403 when the requester shares no room with them."""
-        if domain_of(user_id) != self.server_name or not await self.storage.accounts.user_exists(
-            user_id
-        ):
+        """GET /presence/{userId}/status: 404 for unknown users (a remote user is known once
+        their server has told us their presence), 403 when the requester shares no room with
+        them."""
+        row = await self.user_data.get_presence(user_id)
+        if domain_of(user_id) == self.server_name:
+            known = row is not None or await self.storage.accounts.user_exists(user_id)
+        else:
+            known = row is not None
+        if not known:
             raise NotFound("Unknown user")
         if requester_id != user_id and not await self.user_data.shares_room(requester_id, user_id):
             raise Forbidden("You are not allowed to see this user's presence")
-        row = await self.user_data.get_presence(user_id)
         if row is None:
             return {"presence": OFFLINE}
         return self.format(row)

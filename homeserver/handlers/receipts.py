@@ -5,7 +5,7 @@ them as one m.receipt ephemeral event per room."""
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Any
+from typing import Any, Protocol
 
 from homeserver.clock import Clock
 from homeserver.errors import Codes, Forbidden, MatrixError, NotFound
@@ -19,6 +19,15 @@ READ = "m.read"
 READ_PRIVATE = "m.read.private"
 RECEIPT_TYPES = frozenset({READ, READ_PRIVATE})
 MAIN_THREAD = "main"
+
+
+class RemoteReceipts(Protocol):
+    """Tells the other servers in the room of a public read receipt by a user of ours (an
+    m.receipt EDU, S-S API "Receipts"); other servers' users' receipts are not passed on."""
+
+    async def read_receipt(
+        self, user_id: str, room_id: str, event_id: str, thread_id: str | None, ts: int
+    ) -> None: ...
 
 
 class ReceiptsHandler:
@@ -35,6 +44,8 @@ class ReceiptsHandler:
         self.account_data = account_data
         self.notifier = notifier
         self.clock = clock
+        # Until federation sets one, other servers are not told.
+        self.remote: RemoteReceipts | None = None
 
     async def current_position(self) -> int:
         return await self.user_data.receipts_stream.current()
@@ -104,14 +115,16 @@ class ReceiptsHandler:
         # Synapse does too): a client replaying an old receipt must not un-read the room.
         if old is not None and not await self._is_after(room_id, stream_ordering, old):
             return
-        await self.user_data.upsert_receipt(
-            room_id, receipt_type, user_id, thread_id, event_id, self.clock.time_ms()
-        )
+        ts = self.clock.time_ms()
+        await self.user_data.upsert_receipt(room_id, receipt_type, user_id, thread_id, event_id, ts)
         if receipt_type == READ_PRIVATE:
-            # Spec: a private receipt is never sent to any other user.
+            # Spec: a private receipt is never sent to any other user (nor server).
             self.notifier.on_new_data(users=[user_id])
-        else:
-            self.notifier.on_new_data(room_ids=[room_id], users=[user_id])
+            return
+        self.notifier.on_new_data(room_ids=[room_id], users=[user_id])
+        if self.remote is not None:
+            thread = None if thread_id == UNTHREADED else thread_id
+            await self.remote.read_receipt(user_id, room_id, event_id, thread, ts)
 
     async def _is_after(self, room_id: str, stream_ordering: int, other_event_id: str) -> bool:
         metas = await self.storage.events.get_event_metas([other_event_id])

@@ -52,6 +52,12 @@ class RemoteJoin(Protocol):
     ) -> str: ...
 
 
+class RemoteInvite(Protocol):
+    async def invite(
+        self, room_id: str, sender: str, target: str, content: Mapping[str, Any]
+    ) -> str: ...
+
+
 class RoomMemberHandler:
     def __init__(
         self,
@@ -63,8 +69,10 @@ class RoomMemberHandler:
         self.extras = extras
         self.events = events
         self.server_name = events.server.server_name
-        # Set by federation: joins to rooms this server is not in.
+        # Set by federation: joins to rooms this server is not in, invites of other
+        # servers' users.
         self.remote_joiner: RemoteJoin | None = None
+        self.remote_inviter: RemoteInvite | None = None
 
     async def update_membership(
         self,
@@ -113,6 +121,10 @@ class RoomMemberHandler:
             previous = {k: v for k, v in current.content.items() if k != AUTHORISER}
             if previous == content:
                 return current.event_id
+        if membership == "invite" and domain_of(target) != self.server_name:
+            # The invitee's server countersigns first (S-S API "Inviting to a room").
+            assert self.remote_inviter is not None  # check_local_user refused otherwise
+            return await self.remote_inviter.invite(room_id, sender, target, content)
         persisted = await self.events.send_event(
             room_id, MEMBER, sender, content, state_key=target, join_authorised_via=authoriser
         )
@@ -125,6 +137,12 @@ class RoomMemberHandler:
         through one of `servers` (S-S API "Joining Rooms"); returns the join's event ID."""
         if await self.storage.rooms.is_server_in_room(room_id, self.server_name):
             return await self.update_membership(user_id, room_id, user_id, "join", reason=reason)
+        invite_id = await self.storage.rooms.get_current_state_event_id(room_id, MEMBER, user_id)
+        if invite_id is not None:
+            # An invite from another server: that server is in the room and can help.
+            invite = await self.storage.events.get_event(invite_id)
+            if invite is not None and invite.membership == "invite":
+                servers = [*servers, domain_of(invite.sender)]
         if self.remote_joiner is None or not servers:
             raise NotFound(self.unknown_room_message(room_id))
         content: dict[str, Any] = {}
@@ -184,11 +202,12 @@ class RoomMemberHandler:
         return max(able, key=levels.user_level)
 
     async def check_local_user(self, user_id: str) -> None:
-        """Invites (and createRoom's `invite`) reach local users only until federation does."""
+        """Whom invites (and createRoom's `invite`) can reach: our own users, and other
+        servers' once federation is there (their server says whether they exist)."""
         if domain_of(user_id) != self.server_name:
-            raise Forbidden(
-                f"Cannot invite {user_id}: this server does not federate with other servers yet"
-            )
+            if self.remote_inviter is None:
+                raise Forbidden(f"Cannot invite {user_id}: this server does not federate")
+            return
         if await self.storage.user_data.get_profile(user_id) is None:
             raise InvalidParam(f"Unknown user {user_id}")
 

@@ -5,8 +5,9 @@ ephemeral event."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Collection
-from typing import Any
+from typing import Any, Protocol
 
 from homeserver.clock import Clock
 from homeserver.errors import Codes, Forbidden, MatrixError
@@ -14,10 +15,20 @@ from homeserver.handlers.sync import SyncSourceRequest, SyncSourceUpdates
 from homeserver.notifier import Notifier
 from homeserver.storage import Storage
 
+logger = logging.getLogger(__name__)
+
 # A client asking for longer is still typing after 2 minutes only if it says so again
 # (Synapse's cap too).
 MAX_TIMEOUT_MS = 120_000
 DEFAULT_TIMEOUT_MS = 30_000
+
+
+class RemoteTyping(Protocol):
+    """Tells the other servers in the room that a user of ours started or stopped typing (an
+    m.typing EDU, S-S API "Typing Notifications"); changes of other servers' users are not
+    passed on."""
+
+    async def typing_changed(self, user_id: str, room_id: str, typing: bool) -> None: ...
 
 
 class TypingHandler:
@@ -30,6 +41,10 @@ class TypingHandler:
         # room_id -> the position of its last change
         self._changed_at: dict[str, int] = {}
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        # Until federation sets one, other servers are not told.
+        self.remote: RemoteTyping | None = None
+        # Stops that expiry reports to other servers (a timer callback cannot await).
+        self._reporting: set[asyncio.Task[None]] = set()
         # Nothing is stored, so positions start from the clock: a token from before a restart
         # is then never ahead of the positions handed out after it.
         self._position = clock.time_ms()
@@ -64,10 +79,17 @@ class TypingHandler:
             )
             if not was_typing:
                 self._changed(room_id)
-        elif typers.pop(user_id, None) is not None:
-            self._changed(room_id)
+            stopped = False
+        else:
+            stopped = typers.pop(user_id, None) is not None
+            if stopped:
+                self._changed(room_id)
         if not typers:
             self._typing.pop(room_id, None)
+        # A renewed "typing" goes out too: the receiving server lapses it on a timer of its
+        # own, which only an EDU restarts.
+        if self.remote is not None and (typing or stopped):
+            await self.remote.typing_changed(user_id, room_id, typing)
 
     def _expire(self, room_id: str, user_id: str) -> None:
         self._timers.pop((room_id, user_id), None)
@@ -76,6 +98,18 @@ class TypingHandler:
             if not typers:
                 del self._typing[room_id]
             self._changed(room_id)
+            if self.remote is not None:
+                task = asyncio.create_task(self._report_expiry(self.remote, user_id, room_id))
+                self._reporting.add(task)
+                task.add_done_callback(self._reporting.discard)
+
+    async def _report_expiry(self, remote: RemoteTyping, user_id: str, room_id: str) -> None:
+        try:
+            await remote.typing_changed(user_id, room_id, False)
+        except Exception:
+            logger.exception(
+                "room_id=%s user_id=%s reporting typing expiry failed", room_id, user_id
+            )
 
     def _changed(self, room_id: str) -> None:
         self._position = max(self._position + 1, self.clock.time_ms())
@@ -108,3 +142,5 @@ class TypingHandler:
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
+        for task in self._reporting:
+            task.cancel()

@@ -31,7 +31,7 @@ from homeserver.config import (
 from homeserver.core import Core
 from tests.conftest import POSTGRES_DSN, drop_postgres_schema, make_postgres_database
 from tests.helpers.rest import RestHelper
-from tests.helpers.tls import make_ca
+from tests.helpers.tls import CertAuthority, make_ca
 
 UNLIMITED = RateLimit(0, 0)
 
@@ -73,9 +73,11 @@ class Homeserver:
 
 @asynccontextmanager
 async def homeservers(
-    tmp_path: Path, count: int, engine: str = "sqlite"
+    tmp_path: Path, count: int, engine: str = "sqlite", ca: CertAuthority | None = None
 ) -> AsyncIterator[list[Homeserver]]:
-    ca = make_ca(tmp_path)
+    """`count` servers whose certificates come from `ca` (made here when not given), which
+    each server's federation config trusts."""
+    ca = ca or make_ca(tmp_path)
     server_context = ca.server_context("127.0.0.1")
     client_context = ssl.create_default_context(cafile=str(ca.ca_file))
     async with AsyncExitStack() as stack:
@@ -113,7 +115,7 @@ async def homeservers(
                 server_name,
                 config,
                 server_context,
-                RestHelper(_Client(session, f"https://{server_name}")),
+                RestHelper(HttpClient(session, f"https://{server_name}")),
             )
             await server.start()
             stack.push_async_callback(server.stop)
@@ -121,7 +123,7 @@ async def homeservers(
         yield servers
 
 
-class _Client:
+class HttpClient:
     """What RestHelper needs of aiohttp's TestClient: request(method, path, **kwargs) on one
     server. The path is used as written (already percent-encoded, as in the other tests)."""
 

@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import pytest
 
 from tests.federation.homeservers import Homeserver, homeservers
-from tests.helpers.rest import V3, User
+from tests.helpers.rest import V3, RestHelper, User
 
 DEADLINE_S = 10.0
+
+
+class Peer(Protocol):
+    """A server the tests talk to through its client API: ours, or Synapse."""
+
+    rest: RestHelper
 
 
 async def join_via(server: Homeserver, user: User, room_id: str, via: Homeserver) -> None:
@@ -23,9 +29,7 @@ async def join_via(server: Homeserver, user: User, room_id: str, via: Homeserver
     assert answer == {"room_id": room_id}
 
 
-async def wait_for_message(
-    server: Homeserver, user: User, room_id: str, body: str
-) -> dict[str, Any]:
+async def wait_for_message(server: Peer, user: User, room_id: str, body: str) -> dict[str, Any]:
     """The message event with `body` once it is in the user's room (via /messages)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + DEADLINE_S
@@ -40,14 +44,12 @@ async def wait_for_message(
     raise AssertionError(f"{body!r} never reached {server.server_name}")
 
 
-async def joined_members(server: Homeserver, user: User, room_id: str) -> set[str]:
+async def joined_members(server: Peer, user: User, room_id: str) -> set[str]:
     answer = await server.rest.request("GET", f"{V3}/rooms/{room_id}/joined_members", user)
     return set(answer["joined"])
 
 
-async def wait_for_members(
-    server: Homeserver, user: User, room_id: str, expected: set[str]
-) -> None:
+async def wait_for_members(server: Peer, user: User, room_id: str, expected: set[str]) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + DEADLINE_S
     while loop.time() < deadline:
@@ -141,3 +143,49 @@ async def test_join_by_remote_alias_and_remote_profiles(tmp_path: Path) -> None:
             "GET", f"{V3}/directory/room/%23nothing:{a.server_name}", bob, expect=404
         )
         assert unknown_alias["errcode"] == "M_NOT_FOUND"
+
+
+async def test_remote_invite_then_join(tmp_path: Path) -> None:
+    async with homeservers(tmp_path, 2) as (a, b):
+        alice = await a.rest.register("alice")
+        bob = await b.rest.register("bob")
+        since = (await b.rest.sync(bob))["next_batch"]
+        room_id = await a.rest.create_room(alice, name="Invitation only")
+        await a.rest.invite(alice, room_id, bob.user_id)
+
+        # Bob's /sync shows the invite, with the stripped state A sent along.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DEADLINE_S
+        invited: dict[str, Any] = {}
+        while not invited and loop.time() < deadline:
+            body = await b.rest.sync(bob, since=since, timeout="1000")
+            invited = body["rooms"]["invite"]
+            since = body["next_batch"]
+        stripped = invited[room_id]["invite_state"]["events"]
+        assert {
+            "type": "m.room.name",
+            "state_key": "",
+            "sender": alice.user_id,
+            "content": {"name": "Invitation only"},
+        } in stripped
+        member = [e for e in stripped if e["type"] == "m.room.member"]
+        assert any(
+            e["state_key"] == bob.user_id and e["content"]["membership"] == "invite" for e in member
+        )
+
+        # Joining needs no via: the inviter's server can help.
+        await b.rest.request("POST", f"{V3}/rooms/{room_id}/join", bob, body={})
+        await wait_for_members(a, alice, room_id, {alice.user_id, bob.user_id})
+        assert await joined_members(b, bob, room_id) == {alice.user_id, bob.user_id}
+        await b.rest.send(bob, room_id, "thanks for the invite")
+        await wait_for_message(a, alice, room_id, "thanks for the invite")
+
+        # Inviting someone who does not exist on the other server is refused there.
+        refused = await a.rest.request(
+            "POST",
+            f"{V3}/rooms/{room_id}/invite",
+            alice,
+            body={"user_id": f"@nobody:{b.server_name}"},
+            expect=502,
+        )
+        assert refused["errcode"] == "M_UNKNOWN"

@@ -70,10 +70,11 @@ class FederationOutboxStore:
         other server in their rooms, and move the sender position past them in the same
         transaction. Returns the new position and the number of PDUs queued per destination."""
         rows = await self.db.fetch(
-            "SELECT stream_ordering, event_id, room_id, type, state_key, sender FROM events"
-            " WHERE stream_ordering > $1 AND stream_ordering <= $2 AND NOT outlier"
-            " AND rejected_reason IS NULL AND NOT soft_failed"
-            " ORDER BY stream_ordering LIMIT $3",
+            "SELECT e.stream_ordering, e.event_id, e.room_id, e.type, e.state_key, e.sender,"
+            " m.membership FROM events e LEFT JOIN room_memberships m ON m.event_id = e.event_id"
+            " WHERE e.stream_ordering > $1 AND e.stream_ordering <= $2 AND NOT e.outlier"
+            " AND e.rejected_reason IS NULL AND NOT e.soft_failed"
+            " ORDER BY e.stream_ordering LIMIT $3",
             after,
             upto,
             limit,
@@ -82,9 +83,9 @@ class FederationOutboxStore:
         local = [r for r in rows if domain_of(r[5]) == server_name]
         servers = await self._servers_in_rooms({r[2] for r in local}, server_name)
         queued: list[tuple[str, str]] = []
-        for _pos, event_id, room_id, event_type, state_key, _sender in local:
+        for _pos, event_id, room_id, event_type, state_key, _sender, membership in local:
             destinations = set(servers.get(room_id, ()))
-            if event_type == MEMBER and state_key:
+            if event_type == MEMBER and state_key and membership != "invite":
                 # A user who leaves, is kicked or banned is told even though their server
                 # is no longer in the room. (Invites travel by /invite, not here.)
                 target = domain_of(state_key)
@@ -141,6 +142,18 @@ class FederationOutboxStore:
     async def servers_in_room(self, room_id: str, server_name: str) -> set[str]:
         """The other servers with a member joined to the room now."""
         return (await self._servers_in_rooms([room_id], server_name)).get(room_id, set())
+
+    async def servers_sharing_a_room(self, user_id: str, server_name: str) -> set[str]:
+        """The other servers with a member joined to any room the user is joined to (who
+        may see the user's presence)."""
+        rows = await self.db.fetch(
+            "SELECT DISTINCT b.state_key FROM current_state_events a JOIN current_state_events b"
+            " ON a.room_id = b.room_id"
+            " WHERE a.type = 'm.room.member' AND a.state_key = $1 AND a.membership = 'join'"
+            " AND b.type = 'm.room.member' AND b.membership = 'join'",
+            user_id,
+        )
+        return {domain_of(r[0]) for r in rows} - {server_name}
 
     async def queue_edu(self, destinations: Collection[str], edu: JsonDict) -> None:
         if not destinations:

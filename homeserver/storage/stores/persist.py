@@ -169,6 +169,36 @@ class PersistEventsStore:
             [(room_id, e) for e in sorted(change.added)],
         )
 
+    async def persist_out_of_band_membership(self, event: Event) -> int:
+        """Store a member event of a room whose state we do not hold (an invite from another
+        server): the event as an outlier, and the user's membership in the room's current
+        state and delta stream at a live position of its own. Returns that position."""
+        assert event.type == MEMBER and event.state_key is not None
+        room_id, user_id = event.room_id, event.state_key
+        old = await self.db.fetchval(
+            "SELECT event_id FROM current_state_events"
+            " WHERE room_id = $1 AND type = 'm.room.member' AND state_key = $2",
+            room_id,
+            user_id,
+        )
+        items = [(event, EventContext())]
+        now = int(time.time() * 1000)
+        with (
+            self.stream_ids.allocate(1) as [position],
+            self.backfill_ids.allocate(1) as [event_position],
+        ):
+            async with self.db.transaction() as txn:
+                await self._ensure_room_txn(txn, items)
+                await self._insert_events_txn(txn, items, {event.event_id: event_position}, now)
+                await self._update_current_state_txn(
+                    txn,
+                    room_id,
+                    {(MEMBER, user_id): (event.event_id, old)},
+                    {event.event_id: event.membership},
+                    position,
+                )
+        return int(position)
+
     async def _ensure_room_txn(self, txn: Txn, items: Sequence[tuple[Event, EventContext]]) -> None:
         event = items[0][0]
         creator = next((e.sender for e, _ in items if e.type == CREATE and e.state_key == ""), None)

@@ -1,0 +1,218 @@
+"""Federation with a real Synapse (the `matrix-synapse` PyPI package, installed by the
+`interop` extra): Synapse runs as a subprocess with a TLS federation listener on 127.0.0.1,
+both servers trust one test CA and allow loopback addresses, and each fetches the other's
+keys itself. Run alone with `pytest -m synapse_federation`; `.ci/run` runs it with the rest.
+
+What a Synapse peer needs from our side, and we from it, is in README.md ("Federating with
+Synapse")."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import quote
+
+import aiohttp
+import pytest
+
+from tests.federation.homeservers import Homeserver, HttpClient, homeservers
+from tests.federation.test_federation_rooms import (
+    Peer,
+    joined_members,
+    wait_for_members,
+    wait_for_message,
+)
+from tests.helpers.rest import V3, RestHelper, User
+from tests.helpers.synapse_server import ServerProcess, free_port, write_synapse_config
+from tests.helpers.tls import CertAuthority, make_ca
+from tests.interop.availability import require_synapse
+
+require_synapse()
+
+pytestmark = pytest.mark.synapse_federation
+DEADLINE_S = 20.0
+
+
+class Synapse:
+    """The Synapse peer: its server name and its client API."""
+
+    def __init__(self, server_name: str, rest: RestHelper) -> None:
+        self.server_name = server_name
+        self.rest = rest
+
+
+async def start_synapse(directory: Path, ca: CertAuthority) -> AsyncIterator[Synapse]:
+    port = free_port()
+    server_name = f"127.0.0.1:{port}"
+    cert = ca.ca.issue_cert("127.0.0.1")
+    cert_path, key_path = directory / "tls.crt", directory / "tls.key"
+    cert.cert_chain_pems[0].write_to_path(str(cert_path))
+    cert.private_key_pem.write_to_path(str(key_path))
+    config_path = write_synapse_config(
+        directory,
+        port,
+        server_name=server_name,
+        extra={
+            "listeners": [
+                {
+                    "port": port,
+                    "bind_addresses": ["127.0.0.1"],
+                    "type": "http",
+                    "tls": True,
+                    "x_forwarded": False,
+                    "resources": [{"names": ["client", "federation", "media"]}],
+                }
+            ],
+            "tls_certificate_path": str(cert_path),
+            "tls_private_key_path": str(key_path),
+            "federation_custom_ca_list": [str(ca.ca_file)],
+            "federation_verify_certificates": True,
+            # Our server is on 127.0.0.1, which Synapse refuses to reach unless allowed; its
+            # federation client checks IP-literal server names against this list only.
+            "federation_ip_range_blacklist": [],
+            "ip_range_whitelist": ["127.0.0.0/8"],
+            "federation_domain_whitelist": None,
+        },
+    )
+    # INFO, so that the log says what went wrong when a test fails.
+    log_config = directory / "log.config"
+    log_config.write_text(
+        log_config.read_text().replace("root:\n  level: WARNING", "root:\n  level: INFO")
+    )
+    client_ssl = ssl.create_default_context(cafile=str(ca.ca_file))
+    process = ServerProcess(
+        name="synapse",
+        argv=[sys.executable, "-m", "synapse.app.homeserver", "-c", str(config_path)],
+        port=port,
+        log_path=directory / "server.log",
+        cwd=directory,
+        ssl_context=client_ssl,
+    )
+    await process.start()
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_ssl))
+    try:
+        yield Synapse(server_name, RestHelper(HttpClient(session, process.base_url)))
+    finally:
+        await session.close()
+        await process.stop()
+
+
+@pytest.fixture
+async def peers(tmp_path: Path) -> AsyncIterator[tuple[Homeserver, Synapse]]:
+    ca = make_ca(tmp_path)
+    async with homeservers(tmp_path / "ours", 1, ca=ca) as (ours,):
+        synapse_dir = tmp_path / "synapse"
+        synapse_dir.mkdir()
+        async for synapse in start_synapse(synapse_dir, ca):
+            yield ours, synapse
+
+
+async def wait_for_invite(server: Peer, user: User, room_id: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DEADLINE_S
+    since = None
+    while loop.time() < deadline:
+        params = {"timeout": "1000"} | ({"since": since} if since else {})
+        body = await server.rest.sync(user, **params)
+        if room_id in body["rooms"]["invite"]:
+            return
+        since = body["next_batch"]
+    raise AssertionError(f"no invite to {room_id} for {user.user_id}")
+
+
+async def wait_for_ephemeral(
+    server: Peer, user: User, room_id: str, event_type: str, about: str
+) -> None:
+    """Until the user's /sync shows an ephemeral event of `event_type` in the room that
+    names `about` (a typing user, or a receipt's reader)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DEADLINE_S
+    since = None
+    while loop.time() < deadline:
+        params = {"timeout": "1000"} | ({"since": since} if since else {})
+        body = await server.rest.sync(user, **params)
+        joined = body["rooms"]["join"].get(room_id, {})
+        for event in joined.get("ephemeral", {}).get("events", []):
+            if event["type"] == event_type and about in json.dumps(event["content"]):
+                return
+        since = body["next_batch"]
+    raise AssertionError(f"no {event_type} about {about} for {user.user_id}")
+
+
+async def test_rooms_across_our_server_and_synapse(peers: tuple[Homeserver, Synapse]) -> None:
+    ours, synapse = peers
+    alice = await ours.rest.register("alice")
+    sam = await synapse.rest.register("sam")
+
+    # A Synapse user creates a room and invites ours; ours joins through Synapse.
+    room_id = await synapse.rest.create_room(sam, preset="private_chat", name="On Synapse")
+    await synapse.rest.invite(sam, room_id, alice.user_id)
+    await wait_for_invite(ours, alice, room_id)
+    await ours.rest.request("POST", f"{V3}/rooms/{room_id}/join", alice, body={})
+    assert await joined_members(ours, alice, room_id) == {alice.user_id, sam.user_id}
+    await wait_for_members(synapse, sam, room_id, {alice.user_id, sam.user_id})
+    await ours.rest.send(alice, room_id, "hello Synapse")
+    await wait_for_message(synapse, sam, room_id, "hello Synapse")
+    await synapse.rest.send(sam, room_id, "hello from Synapse")
+    await wait_for_message(ours, alice, room_id, "hello from Synapse")
+
+    # A Synapse user joins a room made on our server.
+    ours_room = await ours.rest.create_room(alice, preset="public_chat", name="On ours")
+    joined = await synapse.rest.request(
+        "POST", f"{V3}/join/{ours_room}", sam, body={}, server_name=ours.server_name
+    )
+    assert joined["room_id"] == ours_room
+    await wait_for_members(ours, alice, ours_room, {alice.user_id, sam.user_id})
+    await synapse.rest.send(sam, ours_room, "Synapse in your room")
+    await wait_for_message(ours, alice, ours_room, "Synapse in your room")
+    await ours.rest.send(alice, ours_room, "welcome")
+    await wait_for_message(synapse, sam, ours_room, "welcome")
+
+    # Typing and read receipts across, both ways.
+    await ours.rest.request(
+        "PUT",
+        f"{V3}/rooms/{ours_room}/typing/{alice.user_id}",
+        alice,
+        body={"typing": True, "timeout": 20000},
+    )
+    await wait_for_ephemeral(synapse, sam, ours_room, "m.typing", alice.user_id)
+    await synapse.rest.request(
+        "PUT",
+        f"{V3}/rooms/{ours_room}/typing/{sam.user_id}",
+        sam,
+        body={"typing": True, "timeout": 20000},
+    )
+    await wait_for_ephemeral(ours, alice, ours_room, "m.typing", sam.user_id)
+    welcome = await wait_for_message(ours, alice, ours_room, "welcome")
+    await synapse.rest.request(
+        "POST",
+        f"{V3}/rooms/{ours_room}/receipt/m.read/{quote(welcome['event_id'])}",
+        sam,
+        body={},
+    )
+    await wait_for_ephemeral(ours, alice, ours_room, "m.receipt", sam.user_id)
+    from_synapse = await wait_for_message(ours, alice, ours_room, "Synapse in your room")
+    await ours.rest.request(
+        "POST",
+        f"{V3}/rooms/{ours_room}/receipt/m.read/{quote(from_synapse['event_id'])}",
+        alice,
+        body={},
+    )
+    await wait_for_ephemeral(synapse, sam, ours_room, "m.receipt", alice.user_id)
+
+    # Profiles across.
+    await ours.rest.request(
+        "PUT", f"{V3}/profile/{alice.user_id}/displayname", alice, body={"displayname": "Alice"}
+    )
+    seen = await synapse.rest.request("GET", f"{V3}/profile/{alice.user_id}", sam)
+    assert seen.get("displayname") == "Alice"
+    await synapse.rest.request(
+        "PUT", f"{V3}/profile/{sam.user_id}/displayname", sam, body={"displayname": "Sam"}
+    )
+    assert (await ours.rest.request("GET", f"{V3}/profile/{sam.user_id}", alice)) == {
+        "displayname": "Sam"
+    }
