@@ -189,3 +189,29 @@ async def test_remote_invite_then_join(tmp_path: Path) -> None:
             expect=502,
         )
         assert refused["errcode"] == "M_UNKNOWN"
+
+
+async def test_a_server_that_was_down_gets_the_messages_in_order(tmp_path: Path) -> None:
+    async with homeservers(tmp_path, 2) as (a, b):
+        alice = await a.rest.register("alice")
+        bob = await b.rest.register("bob")
+        room_id = await a.rest.create_room(alice, preset="public_chat")
+        await join_via(b, bob, room_id, a)
+        await wait_for_members(a, alice, room_id, {alice.user_id, bob.user_id})
+        await b.stop()
+        sent = [f"while B was down {n}" for n in range(5)]
+        for body in sent:
+            await a.rest.send(alice, room_id, body)
+        await b.start()
+        # B says something, so A knows B is back and retries it at once.
+        await b.rest.send(bob, room_id, "B is back")
+        await wait_for_message(b, bob, room_id, sent[-1])
+        page = await b.rest.request(
+            "GET", f"{V3}/rooms/{room_id}/messages", bob, dir="b", limit="50"
+        )
+        bodies = [
+            e["content"]["body"]
+            for e in reversed(page["chunk"])
+            if e["type"] == "m.room.message" and e["sender"] == alice.user_id
+        ]
+        assert bodies == sent
