@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from federation.inbound.acl import require_server_allowed
 from federation.inbound.transactions import TransactionHandler
 from homeserver.core import Core
 from homeserver.errors import Codes, Forbidden, MatrixError
@@ -48,6 +49,7 @@ class InboundEdus:
         room_id, typing = content.get("room_id"), content.get("typing")
         if not isinstance(room_id, str) or not isinstance(typing, bool):
             raise MatrixError("m.typing needs room_id and typing", Codes.BAD_JSON)
+        await require_server_allowed(self.core.storage, room_id, origin)
         # No timeout travels with it: it lapses after the default, like a local one.
         await self.core.typing.set_typing(user_id, room_id, typing, None)
 
@@ -55,6 +57,7 @@ class InboundEdus:
         for room_id, by_type in _object(content).items():
             if not isinstance(by_type, dict):
                 continue
+            await require_server_allowed(self.core.storage, room_id, origin)
             # Only public read receipts travel (private ones never leave their server).
             for user_id, receipt in _object(by_type.get(READ, {})).items():
                 user_id = _own_user(origin, user_id)

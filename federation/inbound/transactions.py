@@ -15,6 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
+from federation.inbound.acl import is_server_allowed
 from homeserver.clock import Clock
 from homeserver.crypto.event_signatures import EventSignatureChecker
 from homeserver.errors import Codes, MatrixError
@@ -113,6 +114,10 @@ class TransactionHandler:
             results[event_id] = {"error": f"Signature check failed: {reason}"}
 
         async def room(events: list[Event]) -> None:
+            if not await is_server_allowed(self.storage, events[0].room_id, origin):
+                for event in events:
+                    results[event.event_id] = {"error": "The room's server ACL denies you"}
+                return
             # In the order of the DAG, so an event's parents from the same transaction
             # are stored before it.
             for event in sorted(events, key=lambda e: e.depth):

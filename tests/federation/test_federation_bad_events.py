@@ -123,3 +123,49 @@ async def test_forged_tampered_and_unauthorised_events_never_reach_clients(
         assert after == levels
         stored = await b.core.storage.events.have_events(ids.values())
         assert ids["forged"] not in stored
+
+
+async def test_server_acl_refuses_a_denied_servers_events_and_edus(tmp_path: Path) -> None:
+    async with homeservers(tmp_path, 2) as (a, b):
+        alice = await a.rest.register("alice")
+        bob = await b.rest.register("bob")
+        room_id = await a.rest.create_room(alice, preset="public_chat")
+        await join_via(b, bob, room_id, a)
+        await wait_for_members(a, alice, room_id, {alice.user_id, bob.user_id})
+        # Every server here is 127.0.0.1 (ACLs ignore ports): deny that host.
+        await a.rest.request(
+            "PUT",
+            f"{V3}/rooms/{room_id}/state/m.room.server_acl",
+            alice,
+            body={"allow": ["*"], "deny": ["127.0.0.1"], "allow_ip_literals": True},
+        )
+        room_version = await b.core.storage.rooms.get_room_version(room_id)
+        assert room_version is not None
+        key = b.core.server.keys.signing_key
+        message = await build_on(
+            b, room_id, bob.user_id, "m.room.message", {"msgtype": "m.text", "body": "let me in"}
+        )
+        hash_and_sign_event(room_version, message, b.server_name, key)
+        event_id = Event(message, room_version).event_id
+        typing = {
+            "edu_type": "m.typing",
+            "content": {"room_id": room_id, "user_id": bob.user_id, "typing": True},
+        }
+        transport = FederationTransport(b.server_name, key, b.config.federation)
+        try:
+            answer = await transport.request(
+                a.server_name,
+                "PUT",
+                "/_matrix/federation/v1/send/acl1",
+                content={
+                    "origin": b.server_name,
+                    "origin_server_ts": 0,
+                    "pdus": [message],
+                    "edus": [typing],
+                },
+            )
+        finally:
+            await transport.close()
+        assert "ACL" in answer["pdus"][event_id]["error"]
+        assert event_id not in await a.core.storage.events.have_events([event_id])
+        assert a.core.typing.typing_users(room_id) == []
