@@ -12,11 +12,14 @@ from federation.client import FederationClient
 from federation.inbound.edus import InboundEdus
 from federation.inbound.invites import InviteHandler
 from federation.inbound.joins import JoinHandler
+from federation.inbound.media import FederationMedia
 from federation.inbound.queries import QueryHandler
 from federation.inbound.reads import FederationReads
 from federation.inbound.transactions import TransactionHandler
+from federation.outbound.backfill import Backfiller
 from federation.outbound.invites import RemoteInviter
 from federation.outbound.joins import RemoteJoiner
+from federation.outbound.keys import FederationKeys
 from federation.outbound.missing_events import MissingEventsFetcher
 from federation.outbound.queries import FederationQueries
 from federation.sender.edus import (
@@ -32,6 +35,8 @@ from homeserver.config import FederationConfig
 from homeserver.core import Core
 from homeserver.crypto.event_signatures import EventSignatureChecker
 from homeserver.crypto.keyring import Keyring
+from media_repo.remote import RemoteMedia
+from media_repo.repository import MediaRepository
 
 
 @dataclass
@@ -49,7 +54,7 @@ class Federation:
         await self.transport.close()
 
 
-def build_federation(core: Core, config: FederationConfig) -> Federation:
+def build_federation(core: Core, config: FederationConfig, media: MediaRepository) -> Federation:
     server_name, keys = core.server.server_name, core.server.keys
     storage = core.storage
     transport = FederationTransport(server_name, keys.signing_key, config, clock=core.clock)
@@ -89,11 +94,16 @@ def build_federation(core: Core, config: FederationConfig) -> Federation:
         queries=QueryHandler(core),
         invites=InviteHandler(core, signatures),
         reads=FederationReads(core),
+        e2e_keys=core.e2e_keys,
         on_contact=sender.retry_now,
+        media=FederationMedia(media),
     )
+    media.remote = RemoteMedia(media, transport)
     core.room_api.members.remote_inviter = RemoteInviter(core, transport, signatures)
+    core.e2e_keys.remote = FederationKeys(transport)
     queries = FederationQueries(transport)
     core.room_api.directory.remote = queries
     core.profile.remote = queries
     core.room_api.members.remote_joiner = RemoteJoiner(core, transport, signatures)
+    core.room_api.reads.remote_backfill = Backfiller(core, transport, signatures)
     return Federation(transport, keyring, server, sender)

@@ -210,6 +210,37 @@ class FederationTransport:
 
         Raises RemoteError (non-2xx), Unreachable (DNS, connect, TLS, timeout; its subclass
         AddressForbidden for refused addresses), InvalidResponse (not JSON, too large)."""
+        response = await self.request_raw(destination, method, path, query, content, signed=signed)
+        parsed = await _parse_json(response.body)
+        if not 200 <= response.status < 300:
+            errcode = parsed.get("errcode") if isinstance(parsed, dict) else None
+            error = parsed.get("error") if isinstance(parsed, dict) else None
+            raise RemoteError(
+                destination,
+                response.status,
+                errcode if isinstance(errcode, str) else None,
+                error if isinstance(error, str) else None,
+                None if parsed is _NOT_JSON else parsed,
+            )
+        if parsed is _NOT_JSON:
+            raise InvalidResponse(f"{destination} answered {response.status} without JSON")
+        return parsed
+
+    async def request_raw(
+        self,
+        destination: str,
+        method: str,
+        path: str,
+        query: Query | None = None,
+        content: Any = None,
+        *,
+        signed: bool = True,
+        max_bytes: int | None = None,
+    ) -> HttpResponse:
+        """The response as received, whatever its status and body (media are not JSON): as
+        request(), up to `max_bytes` of body (the transport's cap by default).
+
+        Raises Unreachable (and AddressForbidden), ResponseTooLarge."""
         request_target = path
         if query:
             request_target += "?" + urlencode(query, doseq=True, quote_via=quote)
@@ -225,23 +256,8 @@ class FederationTransport:
                 self.server_name, self._signing_key, destination, method, request_target, content
             )
         targets = await self.resolver.resolve(destination)
-        response = await self.https.fetch(
-            targets, method, request_target, headers, body, self._max_response_bytes
-        )
-        parsed = await _parse_json(response.body)
-        if not 200 <= response.status < 300:
-            errcode = parsed.get("errcode") if isinstance(parsed, dict) else None
-            error = parsed.get("error") if isinstance(parsed, dict) else None
-            raise RemoteError(
-                destination,
-                response.status,
-                errcode if isinstance(errcode, str) else None,
-                error if isinstance(error, str) else None,
-                None if parsed is _NOT_JSON else parsed,
-            )
-        if parsed is _NOT_JSON:
-            raise InvalidResponse(f"{destination} answered {response.status} without JSON")
-        return parsed
+        limit = self._max_response_bytes if max_bytes is None else max_bytes
+        return await self.https.fetch(targets, method, request_target, headers, body, limit)
 
 
 _NOT_JSON = object()

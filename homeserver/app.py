@@ -125,7 +125,7 @@ def _storage_context(
                 limits=config.limits,
             )
             media = app[MEDIA] = build_media_repository(core, config.media)
-            federation = build_federation(core, config.federation)
+            federation = build_federation(core, config.federation, media)
             app[KEYRING] = federation.keyring
             app[FEDERATION] = federation.server
             await media.start()

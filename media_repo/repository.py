@@ -230,6 +230,42 @@ class MediaRepository:
         self._pregenerate_thumbnails(sha256, content_type)
         return mxc_uri(self.server_name, media_id)
 
+    async def store_remote(
+        self,
+        server_name: str,
+        media_id: str,
+        content_type: str,
+        upload_name: str | None,
+        body: AsyncIterable[bytes],
+        content_length: int | None,
+    ) -> MediaRecord:
+        """Keep a copy of another server's media, fetched by the remote source, as an upload
+        is kept (hashed, stored once per content, same size limit); returns its record."""
+        temp, sha256, size = await self._receive(body, content_length)
+        now = self.clock.time_ms()
+
+        async def record() -> bool:
+            await self.store.add_media(
+                server_name, media_id, None, content_type, upload_name, size, sha256, now
+            )
+            return True
+
+        await self._keep(temp, sha256, record)
+        self._pregenerate_thumbnails(sha256, content_type)
+        return MediaRecord(
+            server_name=server_name,
+            media_id=media_id,
+            user_id=None,
+            content_type=content_type,
+            upload_name=upload_name,
+            size=size,
+            sha256=sha256,
+            created_ts=now,
+            last_access_ts=None,
+            expires_ts=None,
+            quarantined=False,
+        )
+
     async def create(self, user_id: str) -> tuple[str, int]:
         """POST /create: a media ID for content to come; returns (mxc:// URI, expiry in ms)."""
         self.upload_limiter.check(user_id)

@@ -1,6 +1,7 @@
-"""JoinHandler: the resident server's side of a remote join (S-S API "Joining Rooms"):
-GET /make_join hands out an event template, PUT /send_join/v2 accepts the signed join, passes
-it on to the other servers in the room and answers with the room's state and auth chain."""
+"""JoinHandler: the resident server's side of a remote join or leave (S-S API "Joining
+Rooms", "Leaving Rooms (Rejecting Invites)"): GET /make_join and /make_leave hand out an
+event template; PUT /send_join/v2 and /send_leave/v2 accept the signed event and pass it on
+to the other servers in the room; a join is answered with the room's state and auth chain."""
 
 from __future__ import annotations
 
@@ -37,12 +38,45 @@ class JoinHandler:
     async def make_join(
         self, origin: str, room_id: str, user_id: str, versions: Sequence[str]
     ) -> JsonDict:
+        return await self._template(origin, room_id, user_id, "join", versions)
+
+    async def make_leave(self, origin: str, room_id: str, user_id: str) -> JsonDict:
+        return await self._template(origin, room_id, user_id, "leave", None)
+
+    async def send_join(self, origin: str, room_id: str, event_id: str, pdu: Any) -> JsonDict:
+        event = await self._accept(origin, room_id, event_id, pdu, "join")
+        state = await self.core.state.get_state_before(event_id)
+        state_events = await self.storage.events.get_events(state.values())
+        chain_ids = await self.storage.events.get_auth_chain_ids([*state.values(), event_id])
+        chain = await self.storage.events.get_events(chain_ids)
+        serializer = self.core.room_api.serializer
+        return {
+            "origin": self.server_name,
+            "state": await serializer.federation_format(_in_order(state_events.values())),
+            "auth_chain": await serializer.federation_format(_in_order(chain.values())),
+            "event": event.pdu,
+            "members_omitted": False,
+        }
+
+    async def send_leave(self, origin: str, room_id: str, event_id: str, pdu: Any) -> JsonDict:
+        await self._accept(origin, room_id, event_id, pdu, "leave")
+        return {}
+
+    async def _template(
+        self,
+        origin: str,
+        room_id: str,
+        user_id: str,
+        membership: str,
+        versions: Sequence[str] | None,
+    ) -> JsonDict:
+        """S-S API make_join / make_leave: a template of the user's member event."""
         if domain_of(user_id) != origin:
-            raise Forbidden("A server can only join its own users")
+            raise Forbidden(f"A server can only {membership} its own users")
         room_version = await self.storage.rooms.get_room_version(room_id)
         if room_version is None or not await self._joined_here(room_id):
             raise NotFound(f"This server is not in room {room_id}")
-        if room_version.identifier not in versions:
+        if versions is not None and room_version.identifier not in versions:
             raise MatrixError(
                 f"Your server does not support room version {room_version.identifier}",
                 Codes.INCOMPATIBLE_ROOM_VERSION,
@@ -50,16 +84,20 @@ class JoinHandler:
                 room_version=room_version.identifier,
             )
         _, template = await self.core.events.event_template(
-            room_id, MEMBER, user_id, {"membership": "join"}, user_id
+            room_id, MEMBER, user_id, {"membership": membership}, user_id
         )
         return {"room_version": room_version.identifier, "event": template}
 
-    async def send_join(self, origin: str, room_id: str, event_id: str, pdu: Any) -> JsonDict:
+    async def _accept(
+        self, origin: str, room_id: str, event_id: str, pdu: Any, membership: str
+    ) -> Event:
+        """S-S API send_join / send_leave: check the origin's user's member event, store it
+        and pass it on to the other servers in the room."""
         room_version = await self.storage.rooms.get_room_version(room_id)
         if room_version is None or not await self._joined_here(room_id):
             raise NotFound(f"This server is not in room {room_id}")
         if not isinstance(pdu, dict):
-            raise MatrixError("The join event must be an object", Codes.BAD_JSON)
+            raise MatrixError("The member event must be an object", Codes.BAD_JSON)
         pdu = {k: v for k, v in pdu.items() if k != "unsigned"}
         validate_pdu(room_version, pdu)
         event = Event(pdu, room_version)
@@ -68,34 +106,23 @@ class JoinHandler:
             event.event_id != event_id
             or event.room_id != room_id
             or event.type != MEMBER
-            or event.membership != "join"
+            or event.membership != membership
             or event.state_key != sender
             or domain_of(sender) != origin
         ):
             raise MatrixError(
-                "Not a join of the origin's user to this room with this event ID",
+                f"Not a {membership} of the origin's user to this room with this event ID",
                 Codes.BAD_JSON,
             )
         failed = await self.signatures.failures([event])
         if failed:
             raise Forbidden(f"Signature check failed: {failed[event.event_id]}")
         persisted = await self.core.remote_events.persist_event(event)
-        if persisted.event.event_id in await self.storage.events.get_rejected_event_ids([event_id]):
-            raise Forbidden("The join is not allowed")
+        if event_id in await self.storage.events.get_rejected_event_ids([event_id]):
+            raise Forbidden(f"The {membership} is not allowed")
         await self.relay.send_event(event_id, room_id, skip=[origin])
-        state = await self.core.state.get_state_before(event_id)
-        state_events = await self.storage.events.get_events(state.values())
-        chain_ids = await self.storage.events.get_auth_chain_ids([*state.values(), event_id])
-        chain = await self.storage.events.get_events(chain_ids)
-        serializer = self.core.room_api.serializer
-        logger.info("origin=%s joined user_id=%s room_id=%s", origin, sender, room_id)
-        return {
-            "origin": self.server_name,
-            "state": await serializer.federation_format(_in_order(state_events.values())),
-            "auth_chain": await serializer.federation_format(_in_order(chain.values())),
-            "event": persisted.event.pdu,
-            "members_omitted": False,
-        }
+        logger.info("origin=%s %s user_id=%s room_id=%s", origin, membership, sender, room_id)
+        return persisted.event
 
     async def _joined_here(self, room_id: str) -> bool:
         members = await self.storage.rooms.get_users_in_room(room_id)

@@ -1,6 +1,7 @@
 """RemoteJoiner: the joining server's side of a remote join (S-S API "Joining Rooms"):
 make_join on a resident server, fill in and sign the template, send_join, then store the
-room's auth chain and state as outliers and the join on top of them."""
+room's auth chain and state as outliers and the join on top of them. Leaving a room this
+server is not in (declining an invite) is the same handshake with make_leave/send_leave."""
 
 from __future__ import annotations
 
@@ -67,6 +68,38 @@ class RemoteJoiner:
             "No server could help to join the room", Codes.UNKNOWN, status=502
         )
 
+    async def leave(
+        self, user_id: str, room_id: str, servers: Sequence[str], content: Mapping[str, Any]
+    ) -> str:
+        """Leave a room this server is not in (rejecting an invite from another server)
+        through the first of `servers` that helps; returns the leave's event ID."""
+        room = quote(room_id, safe="")
+        for server in [s for s in dict.fromkeys(servers) if s != self.server_name]:
+            try:
+                answer = await self.transport.request(
+                    server,
+                    "GET",
+                    f"/_matrix/federation/v1/make_leave/{room}/{quote(user_id, safe='')}",
+                )
+                room_version = KNOWN_ROOM_VERSIONS.get(str(answer.get("room_version", "1")))
+                template = answer.get("event")
+                if room_version is None or not isinstance(template, dict):
+                    raise ValueError(f"{server} sent an unusable make_leave answer")
+                event = self._sign(room_version, template, user_id, room_id, "leave", content)
+                await self.transport.request(
+                    server,
+                    "PUT",
+                    f"/_matrix/federation/v2/send_leave/{room}/{quote(event.event_id, safe='')}",
+                    content=event.pdu,
+                )
+            except (FederationError, ValueError, KeyError, TypeError) as e:
+                logger.info("room_id=%s leave via %s failed: %s", room_id, server, e)
+                continue
+            # The invite made way for the leave in this server's view of the room.
+            await self.core.persister.persist_out_of_band_membership(event)
+            return event.event_id
+        raise MatrixError("No server could help to leave the room", Codes.UNKNOWN, status=502)
+
     async def _join_via(
         self, server: str, user_id: str, room_id: str, content: Mapping[str, Any]
     ) -> str:
@@ -80,7 +113,7 @@ class RemoteJoiner:
         template = answer.get("event")
         if room_version is None or not isinstance(template, dict):
             raise ValueError(f"{server} sent an unusable make_join answer")
-        event = self._sign_join(room_version, template, user_id, room_id, content)
+        event = self._sign(room_version, template, user_id, room_id, "join", content)
         path = (
             f"/_matrix/federation/v2/send_join/{quote(room_id, safe='')}"
             f"/{quote(event.event_id, safe='')}"
@@ -89,12 +122,13 @@ class RemoteJoiner:
         await self._store_room(room_version, event, answer)
         return event.event_id
 
-    def _sign_join(
+    def _sign(
         self,
         room_version: RoomVersion,
         template: Mapping[str, Any],
         user_id: str,
         room_id: str,
+        membership: str,
         content: Mapping[str, Any],
     ) -> Event:
         template_content = template.get("content")
@@ -104,12 +138,12 @@ class RemoteJoiner:
             or template.get("sender") != user_id
             or template.get("state_key") != user_id
             or not isinstance(template_content, dict)
-            or template_content.get("membership") != "join"
+            or template_content.get("membership") != membership
         ):
             # S-S API make_join: such a template is malformed and must be discarded.
-            raise ValueError("the make_join template is not a join of this user to this room")
+            raise ValueError(f"the template is not a {membership} of this user to this room")
         pdu = {k: v for k, v in template.items() if k not in ("hashes", "signatures", "unsigned")}
-        pdu["content"] = {**template_content, **content, "membership": "join"}
+        pdu["content"] = {**template_content, **content, "membership": membership}
         pdu["origin_server_ts"] = self.core.clock.time_ms()
         if room_version.event_id_in_pdu:
             pdu["event_id"] = f"${secrets.token_urlsafe(18)}:{self.server_name}"

@@ -45,7 +45,7 @@ class MissingEventsFetcher:
             await self._fetch_missing_events(origin, event)
             if not await self._prevs_without_state(event):
                 return None
-            return await self._state_before(origin, event)
+            return await self.state_before(origin, event)
         except (FederationError, ValueError, KeyError, TypeError) as e:
             logger.info("origin=%s event_id=%s gap not filled: %s", origin, event.event_id, e)
             raise MatrixError(
@@ -72,7 +72,7 @@ class MissingEventsFetcher:
                 "min_depth": min((m.depth for m in metas.values()), default=0),
             },
         )
-        events = _parse_pdus(event.room_version, room_id, _list(answer, "events"))
+        events = parse_pdus(event.room_version, room_id, _list(answer, "events"))
         have = await self.storage.events.have_events([e.event_id for e in events])
         fresh = [e for e in events if e.event_id not in have and e.event_id != event.event_id]
         failed = await self.signatures.failures(fresh)
@@ -88,7 +88,7 @@ class MissingEventsFetcher:
             state = None
             if await self._prevs_without_state(missing):
                 # More was missing than one answer holds: start from this event's state.
-                state = await self._state_before(origin, missing)
+                state = await self.state_before(origin, missing)
             try:
                 await self.remote_events.persist_event(missing, state)
             except MatrixError as e:
@@ -101,7 +101,7 @@ class MissingEventsFetcher:
             p for p in event.prev_event_ids if p not in metas or metas[p].state_group_after is None
         }
 
-    async def _state_before(self, origin: str, event: Event) -> dict[StateKey, str]:
+    async def state_before(self, origin: str, event: Event) -> dict[StateKey, str]:
         """The state before `event` as `origin` knows it (the server that sent the event has
         it, and /state_ids at the event itself needs no state resolution here), with the
         events of that state and their auth chains stored as outliers where we lack them."""
@@ -147,7 +147,7 @@ class MissingEventsFetcher:
                 query={"event_id": at.event_id},
             )
             pdus = [*_list(answer, "pdus"), *_list(answer, "auth_chain")]
-            return [e for e in _parse_pdus(room_version, room_id, pdus) if e.event_id in event_ids]
+            return [e for e in parse_pdus(room_version, room_id, pdus) if e.event_id in event_ids]
         slots = asyncio.Semaphore(CONCURRENT_FETCHES)
 
         async def fetch(event_id: str) -> Event | None:
@@ -159,7 +159,7 @@ class MissingEventsFetcher:
                 except FederationError as e:
                     logger.info("event_id=%s not fetched from %s: %s", event_id, origin, e)
                     return None
-            found = _parse_pdus(room_version, room_id, _list(answer, "pdus"))
+            found = parse_pdus(room_version, room_id, _list(answer, "pdus"))
             # The ID is the event's hash (room versions 3+): another event cannot pass as it.
             return next((e for e in found if e.event_id == event_id), None)
 
@@ -178,16 +178,20 @@ def _id_list(answer: Any, key: str) -> list[str]:
     return [i for i in _list(answer, key) if isinstance(i, str)]
 
 
-def _parse_pdus(room_version: RoomVersion, room_id: str, pdus: Any) -> list[Event]:
+def parse_pdus(room_version: RoomVersion, room_id: str, pdus: Any) -> list[Event]:
     """The events of the room among `pdus`; anything else, or malformed, is left out."""
     events = []
     for pdu in pdus if isinstance(pdus, list) else []:
-        if not isinstance(pdu, dict) or pdu.get("room_id") != room_id:
+        if not isinstance(pdu, dict):
             continue
         # `unsigned` is covered by neither hashes nor signatures: nothing in it is kept.
         pdu = {k: v for k, v in pdu.items() if k != "unsigned"}
         try:
-            events.append(Event(pdu, room_version))
+            event = Event(pdu, room_version)
         except (ValueError, TypeError, KeyError) as e:
             logger.info("room_id=%s malformed PDU left out: %s", room_id, e)
+            continue
+        # Event.room_id, not the PDU's field: a v12 create event has none, its ID names the room.
+        if event.room_id == room_id:
+            events.append(event)
     return events

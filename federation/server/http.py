@@ -14,11 +14,13 @@ from aiohttp import web
 from federation.auth import RequestAuthenticator
 from federation.inbound.invites import InviteHandler
 from federation.inbound.joins import JoinHandler
+from federation.inbound.media import FederationMedia
 from federation.inbound.queries import QueryHandler
 from federation.inbound.reads import FederationReads
 from federation.inbound.transactions import TransactionHandler
 from homeserver.clock import Clock
 from homeserver.errors import Codes, MatrixError
+from homeserver.handlers.e2e_keys import E2eKeysHandler
 
 # A transaction of 50 PDUs of up to 64 KiB each and 100 EDUs is several megabytes: more than
 # a client request may be, so federation reads its bodies with a limit of its own.
@@ -35,9 +37,13 @@ class FederationServer:
     queries: QueryHandler
     invites: InviteHandler
     reads: FederationReads
+    e2e_keys: E2eKeysHandler
     # Told of every server that makes an authenticated request: it is up (the sender then
     # retries it at once instead of waiting out a back-off).
     on_contact: Callable[[str], Awaitable[None]] | None = None
+    # This server's media for other servers (None: no content repository, the endpoints are
+    # unknown).
+    media: FederationMedia | None = None
 
 
 FEDERATION = web.AppKey("federation", FederationServer)

@@ -3,12 +3,15 @@ and hands it to a domain handler."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 
+from federation.inbound.media import FederationMedia
 from federation.server.http import authenticated, federation_of, server_version
-from homeserver.errors import Codes, MatrixError
+from homeserver.errors import Codes, InvalidParam, MatrixError
+from media_repo.repository import DEFAULT_TIMEOUT_MS
+from media_repo.routes import SECURITY_HEADERS
 
 V1 = "/_matrix/federation/v1"
 V2 = "/_matrix/federation/v2"
@@ -125,6 +128,46 @@ async def get_missing_events(request: web.Request) -> web.Response:
     return web.json_response(answer)
 
 
+async def media_download(request: web.Request) -> web.Response:
+    await authenticated(request)
+    timeout_ms = _int(request.query.get("timeout_ms", DEFAULT_TIMEOUT_MS), "timeout_ms")
+    answer = await _media(request).download(request.match_info["mediaId"], timeout_ms)
+    return web.Response(body=answer, headers=SECURITY_HEADERS)
+
+
+async def media_thumbnail(request: web.Request) -> web.Response:
+    await authenticated(request)
+    width, height = (
+        _int(request.query.get("width"), "width"),
+        _int(request.query.get("height"), "height"),
+    )
+    if width < 1 or height < 1:
+        raise InvalidParam("width and height must be positive")
+    method: Literal["crop", "scale"]
+    match request.query.get("method", "scale"):
+        case "crop":
+            method = "crop"
+        case "scale":
+            method = "scale"
+        case _:
+            raise InvalidParam("method must be crop or scale")
+    animated = request.query.get("animated", "false")
+    if animated not in ("true", "false"):
+        raise InvalidParam("animated must be true or false")
+    timeout_ms = _int(request.query.get("timeout_ms", DEFAULT_TIMEOUT_MS), "timeout_ms")
+    answer = await _media(request).thumbnail(
+        request.match_info["mediaId"], width, height, method, animated == "true", timeout_ms
+    )
+    return web.Response(body=answer, headers=SECURITY_HEADERS)
+
+
+def _media(request: web.Request) -> FederationMedia:
+    media = federation_of(request).media
+    if media is None:
+        raise MatrixError("Unrecognized request", Codes.UNRECOGNIZED, status=404)
+    return media
+
+
 def _event_ids(body: dict[str, Any], name: str) -> list[str]:
     value = body.get(name)
     if not isinstance(value, list) or not all(isinstance(i, str) for i in value):
@@ -153,11 +196,53 @@ def _int(value: Any, name: str) -> int:
     raise MatrixError(f"{name} must be an integer", Codes.INVALID_PARAM)
 
 
+async def user_keys_query(request: web.Request) -> web.Response:
+    _origin, body = await authenticated(request)
+    keys = federation_of(request).e2e_keys
+    return web.json_response(await keys.query_for_server(_object(body)))
+
+
+async def user_keys_claim(request: web.Request) -> web.Response:
+    _origin, body = await authenticated(request)
+    keys = federation_of(request).e2e_keys
+    return web.json_response(await keys.claim_for_server(_object(body)))
+
+
+async def user_devices(request: web.Request) -> web.Response:
+    await authenticated(request)
+    keys = federation_of(request).e2e_keys
+    return web.json_response(await keys.devices_for_server(request.match_info["userId"]))
+
+
+def _object(body: object) -> dict[str, object]:
+    if not isinstance(body, dict):
+        raise MatrixError("The body must be a JSON object", Codes.BAD_JSON)
+    return body
+
+
+async def make_leave(request: web.Request) -> web.Response:
+    origin, _ = await authenticated(request)
+    answer = await federation_of(request).joins.make_leave(
+        origin, request.match_info["roomId"], request.match_info["userId"]
+    )
+    return web.json_response(answer)
+
+
+async def send_leave(request: web.Request) -> web.Response:
+    origin, body = await authenticated(request)
+    answer = await federation_of(request).joins.send_leave(
+        origin, request.match_info["roomId"], request.match_info["eventId"], body
+    )
+    return web.json_response(answer)
+
+
 def install_federation_routes(router: web.UrlDispatcher) -> None:
     router.add_get(f"{V1}/version", version)
     router.add_put(f"{V1}/send/{{txnId}}", send_transaction)
     router.add_get(f"{V1}/make_join/{{roomId}}/{{userId}}", make_join)
     router.add_put(f"{V2}/send_join/{{roomId}}/{{eventId}}", send_join)
+    router.add_get(f"{V1}/make_leave/{{roomId}}/{{userId}}", make_leave)
+    router.add_put(f"{V2}/send_leave/{{roomId}}/{{eventId}}", send_leave)
     router.add_get(f"{V1}/event/{{eventId}}", get_event)
     router.add_get(f"{V1}/state/{{roomId}}", get_state)
     router.add_get(f"{V1}/state_ids/{{roomId}}", get_state_ids)
@@ -165,5 +250,10 @@ def install_federation_routes(router: web.UrlDispatcher) -> None:
     router.add_get(f"{V1}/backfill/{{roomId}}", backfill)
     router.add_post(f"{V1}/get_missing_events/{{roomId}}", get_missing_events)
     router.add_put(f"{V2}/invite/{{roomId}}/{{eventId}}", invite)
+    router.add_post(f"{V1}/user/keys/query", user_keys_query)
+    router.add_post(f"{V1}/user/keys/claim", user_keys_claim)
+    router.add_get(f"{V1}/user/devices/{{userId}}", user_devices)
     router.add_get(f"{V1}/query/directory", query_directory)
     router.add_get(f"{V1}/query/profile", query_profile)
+    router.add_get(f"{V1}/media/download/{{mediaId}}", media_download)
+    router.add_get(f"{V1}/media/thumbnail/{{mediaId}}", media_thumbnail)

@@ -17,7 +17,7 @@ from signedjson.key import decode_verify_key_bytes
 from signedjson.sign import SignatureVerifyException, verify_signed_json
 from unpaddedbase64 import decode_base64
 
-from homeserver.errors import Codes, Forbidden, MatrixError
+from homeserver.errors import Codes, Forbidden, MatrixError, NotFound
 from homeserver.handlers.device_lists import SIGNED_CURVE25519, DeviceLists
 from homeserver.identifiers import domain_of, is_valid_user_id
 from homeserver.storage.stores.e2e_keys import ClaimRequest, E2eKeysStore, Signature
@@ -167,6 +167,56 @@ class E2eKeysHandler:
                     _add_signatures(key, shown)
                 result[f"{key_type}_keys"][user_id] = key
         return result
+
+    # -- other servers asking about our users (S-S API "End-to-End Encryption") ------------
+
+    async def query_for_server(self, body: Mapping[str, Any]) -> JsonDict:
+        """POST /user/keys/query: our users' device and cross-signing keys. A server asks for
+        itself, not for a user: no user-signing key or signature is shown."""
+        wanted = body.get("device_keys")
+        if not isinstance(wanted, dict):
+            raise MatrixError("device_keys must be an object", Codes.BAD_JSON)
+        ours = {u: d for u, d in wanted.items() if domain_of(str(u)) == self.server_name}
+        for device_ids in ours.values():
+            if not isinstance(device_ids, list) or not all(isinstance(d, str) for d in device_ids):
+                raise MatrixError("Each user's device IDs must be a list", Codes.BAD_JSON)
+        if sum(max(1, len(d)) for d in ours.values()) > MAX_KEYS_PER_REQUEST:
+            raise MatrixError("Too many devices in one query", Codes.INVALID_PARAM)
+        result = await self._query_local("", ours)
+        for by_device in result["device_keys"].values():
+            for keys in by_device.values():
+                _hide_device_name(keys)
+        return {k: result[k] for k in ("device_keys", "master_keys", "self_signing_keys")}
+
+    async def claim_for_server(self, body: Mapping[str, Any]) -> JsonDict:
+        """POST /user/keys/claim: one-time (else fallback) keys of our users' devices."""
+        wanted = body.get("one_time_keys")
+        if not isinstance(wanted, dict):
+            raise MatrixError("one_time_keys must be an object", Codes.BAD_JSON)
+        ours = {u: d for u, d in wanted.items() if domain_of(str(u)) == self.server_name}
+        result = await self.claim_keys({"one_time_keys": ours})
+        return {"one_time_keys": result["one_time_keys"]}
+
+    async def devices_for_server(self, user_id: str) -> JsonDict:
+        """GET /user/devices/{userId}: the user's devices that have keys, with them."""
+        if domain_of(user_id) != self.server_name:
+            raise NotFound(f"{user_id} is not a user of this server")
+        devices = await self.store.get_device_keys([(user_id, [])])
+        cross_signing = (
+            await self.store.get_cross_signing_keys([user_id], {MASTER, SELF_SIGNING})
+        ).get(user_id, {})
+        answer: JsonDict = {
+            "user_id": user_id,
+            "stream_id": await self.store.current_device_list_position(),
+            "devices": [
+                {"device_id": d.device_id, "keys": _hide_device_name(d.keys)}
+                for d in sorted(devices, key=lambda d: d.device_id)
+            ],
+        }
+        for key_type, name in ((MASTER, "master_key"), (SELF_SIGNING, "self_signing_key")):
+            if key_type in cross_signing:
+                answer[name] = cross_signing[key_type]
+        return answer
 
     # -- POST /keys/claim ----------------------------------------------------------------------
 
@@ -450,6 +500,17 @@ def _add_signatures(key: JsonDict, signatures: Collection[Signature]) -> None:
         key.setdefault("signatures", {}).setdefault(s.signer_user_id, {})[s.signer_key_id] = (
             s.signature
         )
+
+
+def _hide_device_name(keys: JsonDict) -> JsonDict:
+    """Device names stay on their server: they tend to say where and who a person is (and
+    Synapse, by default, does not share them over federation either)."""
+    unsigned = keys.get("unsigned")
+    if isinstance(unsigned, dict):
+        unsigned.pop("device_display_name", None)
+        if not unsigned:
+            del keys["unsigned"]
+    return keys
 
 
 def _merge_response(into: JsonDict, other: Mapping[str, Any]) -> None:

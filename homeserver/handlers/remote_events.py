@@ -15,6 +15,7 @@ from homeserver.handlers.persistence import EventPersister
 from homeserver.handlers.state import StateHandler
 from homeserver.storage import Storage
 from homeserver.storage.stores.persist import EventContext, PersistedEvent
+from homeserver.storage.stores.state import EMPTY_STATE
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,98 @@ class RemoteEventHandler:
         if not items:
             return []
         return await self.persister.persist_events(room_id, items, backfilled=True)
+
+    async def persist_backfilled(
+        self,
+        room_id: str,
+        events: Sequence[Event],
+        states_before: Mapping[str, Mapping[StateKey, str]],
+    ) -> list[PersistedEvent]:
+        """Store older history (S-S API "Backfilling and retrieving missing events") below
+        the room's timeline: each event with the state before it, from its prev events or,
+        for an event whose prev events we lack, from `states_before` (federation asked a
+        server in the room). An event failing against its auth events or that state is stored
+        rejected; one placed nowhere (its prev events lack state) is left out. Events we hold
+        as outliers take their place in the history; those we hold otherwise are skipped.
+        Returns the events placed, oldest first."""
+        async with self.persister.room_write(room_id):
+            ids = {e.event_id for e in events}
+            metas = await self.storage.events.get_event_metas(
+                ids | {p for e in events for p in e.prev_event_ids}
+            )
+            # The state group after each event with state: stored ones, then this batch's.
+            groups_after = {i: m.state_group_after for i, m in metas.items() if not m.outlier}
+            fresh = [
+                _checked_hashes(e)
+                for e in sorted(events, key=lambda e: (e.depth, e.event_id))
+                if e.event_id not in groups_after
+            ]
+            lookup = _AuthLookup(self.storage, {e.event_id: e for e in fresh})
+            await lookup.prefetch(
+                {a for e in fresh for a in e.auth_event_ids} | {_create_event_id(e) for e in fresh}
+            )
+            placed: list[PersistedEvent] = []
+            # Events already held as outliers are updated, the others inserted: one kind per
+            # write, in order, so a state group is never written before the one it builds on.
+            pending: list[tuple[Event, EventContext]] = []
+            pending_held = False
+
+            async def flush() -> None:
+                if pending_held:
+                    placed.extend(await self.storage.persist.deoutlier_events(pending))
+                elif pending:
+                    placed.extend(
+                        await self.persister.persist_events_locked(
+                            room_id, pending, backfilled=True
+                        )
+                    )
+                pending.clear()
+
+            for event in fresh:
+                held = metas.get(event.event_id)
+                if pending and pending_held != (held is not None):
+                    await flush()
+                pending_held = held is not None
+                state = states_before.get(event.event_id)
+                if state is not None:
+                    context = await self.state.context_from_state(room_id, state)
+                else:
+                    known = [groups_after.get(p) for p in event.prev_event_ids]
+                    groups = list(dict.fromkeys(g for g in known if g is not None))
+                    if None in known:
+                        logger.info(
+                            "room_id=%s backfilled %s: no state before it", room_id, event.event_id
+                        )
+                        continue
+                    if not groups:
+                        context = EventContext(state_before=EMPTY_STATE)  # the create event
+                    elif len(groups) == 1:
+                        context = EventContext(
+                            state_before=await self.storage.state.get_state(groups[0]),
+                            state_group_before=groups[0],
+                        )
+                    else:
+                        await flush()  # state resolution reads the events it resolves stored
+                        context = await self.state.context_for_new_event(
+                            room_id, event.room_version, event.prev_event_ids
+                        )
+                if held is not None:
+                    reason = held.rejected_reason  # its auth events were checked on arrival
+                else:
+                    reason = await lookup.check_against_auth_events(event)
+                if reason is None:
+                    reason = await lookup.check_against_state(event, context.state_before or {})
+                if reason is not None:
+                    logger.info(
+                        "room_id=%s backfilled %s rejected: %s", room_id, event.event_id, reason
+                    )
+                    lookup.rejected.add(event.event_id)
+                context.rejected_reason = reason
+                await self.state.finish_context(event, context)
+                groups_after[event.event_id] = context.state_group_after
+                pending.append((event, context))
+            await flush()
+        return placed
 
     async def persist_event(
         self, event: Event, state_before: Mapping[StateKey, str] | None = None

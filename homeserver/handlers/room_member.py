@@ -47,7 +47,13 @@ async def current_power_levels(storage: Storage, room_id: str) -> PowerLevels | 
 
 
 class RemoteJoin(Protocol):
+    """Joins and leaves of rooms this server is not in, through other servers."""
+
     async def join(
+        self, user_id: str, room_id: str, servers: Sequence[str], content: Mapping[str, Any]
+    ) -> str: ...
+
+    async def leave(
         self, user_id: str, room_id: str, servers: Sequence[str], content: Mapping[str, Any]
     ) -> str: ...
 
@@ -121,6 +127,19 @@ class RoomMemberHandler:
             previous = {k: v for k, v in current.content.items() if k != AUTHORISER}
             if previous == content:
                 return current.event_id
+        if (
+            action == "leave"
+            and target == sender
+            and old == "invite"
+            and current is not None
+            and self.remote_joiner is not None
+            and not await self.storage.rooms.is_server_in_room(room_id, self.server_name)
+        ):
+            # Declining an invite to a room this server is not in: the inviter's server
+            # makes the leave part of the room (S-S API "Leaving Rooms").
+            leave = {k: v for k, v in content.items() if k != "membership"}
+            servers = [domain_of(current.sender)]
+            return await self.remote_joiner.leave(target, room_id, servers, leave)
         if membership == "invite" and domain_of(target) != self.server_name:
             # The invitee's server countersigns first (S-S API "Inviting to a room").
             assert self.remote_inviter is not None  # check_local_user refused otherwise

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from homeserver.clock import Clock
 from homeserver.errors import Forbidden, InvalidParam, NotFound
@@ -26,8 +26,11 @@ from homeserver.streams import StreamToken
 
 _TOPO = re.compile(r"t(-?\d{1,18})-(-?\d{1,18})\Z")
 MAX_LIMIT = 1000
-# Pages fetched at most to fill one /messages response when visibility hides whole pages.
+# Pages fetched at most to fill one /messages response when visibility hides whole pages
+# or history must be fetched from other servers (one backfill per round at most).
 _MAX_ROUNDS = 5
+# Edge events one backfill starts from at most, the nearest to the page first.
+_BACKFILL_FROM = 5
 
 
 def parse_token(token: str) -> Position:
@@ -117,6 +120,16 @@ class RoomEventFilter:
         return True
 
 
+class RemoteBackfill(Protocol):
+    """Fetches history older than what this server holds from other servers in the room
+    (S-S API "Backfilling and retrieving missing events") and stores it below the timeline."""
+
+    async def backfill(self, room_id: str, extremities: Sequence[str]) -> int:
+        """Fetch the events `extremities` (that we lack) and those before them; how many
+        were stored."""
+        ...
+
+
 class RoomReadHandler:
     def __init__(
         self,
@@ -131,6 +144,8 @@ class RoomReadHandler:
         self.visibility = visibility
         self.serializer = serializer
         self.clock = clock
+        # Set by federation: without it, history goes back only as far as this server holds.
+        self.remote_backfill: RemoteBackfill | None = None
 
     async def get_event(
         self, user_id: str, device_id: str, room_id: str, event_id: str
@@ -270,9 +285,24 @@ class RoomReadHandler:
             seen = await self.visibility.filter_events(user_id, batch)
             found.extend(seen.events)
             memberships.update(seen.memberships)
+            if not more and not forwards and to is None:
+                # The page came back short: at the start of the room, or of what we hold.
+                more = await self._backfill(room_id, cursor)
             if not more or len(found) >= limit:
                 break
         return found, memberships, last, more
+
+    async def _backfill(self, room_id: str, cursor: Position | None) -> bool:
+        """Fetch the history before the room's earliest events we hold at or before
+        `cursor`; whether any was stored."""
+        if self.remote_backfill is None:
+            return False
+        extremities = await self.storage.events.get_backward_extremities(
+            room_id, cursor.depth if cursor is not None else None, _BACKFILL_FROM
+        )
+        if not extremities:
+            return False
+        return await self.remote_backfill.backfill(room_id, extremities) > 0
 
     async def _lazy_members(
         self, user_id: str, at_event: Event | None, senders: set[str]

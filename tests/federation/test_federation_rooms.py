@@ -29,10 +29,12 @@ async def join_via(server: Homeserver, user: User, room_id: str, via: Homeserver
     assert answer == {"room_id": room_id}
 
 
-async def wait_for_message(server: Peer, user: User, room_id: str, body: str) -> dict[str, Any]:
+async def wait_for_message(
+    server: Peer, user: User, room_id: str, body: str, deadline_s: float = DEADLINE_S
+) -> dict[str, Any]:
     """The message event with `body` once it is in the user's room (via /messages)."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE_S
+    deadline = loop.time() + deadline_s
     while loop.time() < deadline:
         page = await server.rest.request(
             "GET", f"{V3}/rooms/{room_id}/messages", user, dir="b", limit="50"
@@ -215,3 +217,29 @@ async def test_a_server_that_was_down_gets_the_messages_in_order(tmp_path: Path)
             if e["type"] == "m.room.message" and e["sender"] == alice.user_id
         ]
         assert bodies == sent
+
+
+async def test_declining_a_remote_invite(tmp_path: Path) -> None:
+    async with homeservers(tmp_path, 2) as (a, b):
+        alice = await a.rest.register("alice")
+        bob = await b.rest.register("bob")
+        room_id = await a.rest.create_room(alice)
+        await a.rest.invite(alice, room_id, bob.user_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DEADLINE_S
+        since = None
+        while loop.time() < deadline:
+            params = {"timeout": "1000"} | ({"since": since} if since else {})
+            body = await b.rest.sync(bob, **params)
+            since = body["next_batch"]
+            if room_id in body["rooms"]["invite"]:
+                break
+        # B is not in the room: the leave goes through A (make_leave / send_leave).
+        await b.rest.request("POST", f"{V3}/rooms/{room_id}/leave", bob, body={})
+        member = await a.rest.request(
+            "GET", f"{V3}/rooms/{room_id}/state/m.room.member/{quote(bob.user_id)}", alice
+        )
+        assert member["membership"] == "leave"
+        after = await b.rest.sync(bob, since=since)
+        assert room_id in after["rooms"]["leave"]
+        assert room_id not in after["rooms"]["invite"]

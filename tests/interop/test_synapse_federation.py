@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import ssl
 import sys
 from collections.abc import AsyncIterator
@@ -143,6 +144,26 @@ async def wait_for_ephemeral(
     raise AssertionError(f"no {event_type} about {about} for {user.user_id}")
 
 
+async def upload(server: Peer, user: User, data: bytes) -> str:
+    response = await server.rest.client.request(
+        "POST",
+        "/_matrix/media/v3/upload?filename=blob.bin",
+        data=data,
+        headers={**user.headers, "Content-Type": "application/octet-stream"},
+    )
+    assert response.status == 200, await response.text()
+    return str((await response.json())["content_uri"])
+
+
+async def download(server: Peer, user: User, mxc: str) -> bytes:
+    origin, media_id = mxc.removeprefix("mxc://").split("/", 1)
+    response = await server.rest.client.request(
+        "GET", f"/_matrix/client/v1/media/download/{origin}/{media_id}", headers=user.headers
+    )
+    assert response.status == 200, await response.text()
+    return bytes(await response.read())
+
+
 async def test_rooms_across_our_server_and_synapse(peers: tuple[Homeserver, Synapse]) -> None:
     ours, synapse = peers
     alice = await ours.rest.register("alice")
@@ -203,6 +224,15 @@ async def test_rooms_across_our_server_and_synapse(peers: tuple[Homeserver, Syna
         body={},
     )
     await wait_for_ephemeral(synapse, sam, ours_room, "m.receipt", alice.user_id)
+
+    # Media across, both ways: each server fetches the other's over federation.
+    for uploader, up_user, downloader, down_user in (
+        (ours, alice, synapse, sam),
+        (synapse, sam, ours, alice),
+    ):
+        data = os.urandom(200_000)
+        mxc = await upload(uploader, up_user, data)
+        assert await download(downloader, down_user, mxc) == data
 
     # Profiles across.
     await ours.rest.request(

@@ -155,6 +155,26 @@ class EventsStore:
         )
         return {r[0] for r in rows}
 
+    async def get_backward_extremities(
+        self, room_id: str, max_depth: int | None, limit: int
+    ) -> list[str]:
+        """The earliest edge of the room's timeline here: prev events that we lack, or hold
+        only as outliers, of the room's timeline events at most `max_depth` deep; those
+        cited by the deepest events first. Reads the events_room_topo index from
+        `max_depth` down, so at the bottom of the timeline it reads little."""
+        depth_bound = "" if max_depth is None else " AND e.depth <= $3"
+        args = [room_id, limit] if max_depth is None else [room_id, limit, max_depth]
+        rows = await self.db.fetch(
+            "SELECT ed.prev_event_id, MAX(e.depth) AS child_depth FROM events e"
+            " JOIN event_edges ed ON ed.event_id = e.event_id"
+            " LEFT JOIN events p ON p.event_id = ed.prev_event_id"
+            f" WHERE e.room_id = $1 AND NOT e.outlier{depth_bound}"
+            " AND (p.event_id IS NULL OR p.outlier)"
+            " GROUP BY ed.prev_event_id ORDER BY child_depth DESC, ed.prev_event_id LIMIT $2",
+            *args,
+        )
+        return [r[0] for r in rows]
+
     async def get_stream_events(
         self, room_id: str, from_exclusive: int, to_inclusive: int, limit: int
     ) -> list[Event]:

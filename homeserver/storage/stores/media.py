@@ -71,7 +71,7 @@ class MediaStore:
         self,
         server_name: str,
         media_id: str,
-        user_id: str,
+        user_id: str | None,
         content_type: str,
         upload_name: str | None,
         size: int,

@@ -144,6 +144,31 @@ class PersistEventsStore:
             self.events.remember(event, meta)
         return [PersistedEvent(e, positions[e.event_id]) for e, _ in items]
 
+    async def deoutlier_events(
+        self, items: Sequence[tuple[Event, EventContext]]
+    ) -> list[PersistedEvent]:
+        """Give events held as outliers their place in the room's history (backfill reached
+        them): the state around each and its rejection, from `items`' finished contexts. They
+        keep their stream positions, which are negative as backfilled events' are."""
+        async with self.db.transaction() as txn:
+            await self.state.store_groups_txn(txn, [g for _, ctx in items for g in ctx.new_groups])
+            await txn.executemany(
+                "UPDATE events SET outlier = FALSE, state_group_before = $2,"
+                " state_group_after = $3, rejected_reason = $4 WHERE event_id = $1 AND outlier",
+                [
+                    (e.event_id, ctx.state_group_before, ctx.state_group_after, ctx.rejected_reason)
+                    for e, ctx in items
+                ],
+            )
+            # A membership that the state before it now rejects never took effect.
+            await txn.executemany(
+                "DELETE FROM room_memberships WHERE event_id = $1",
+                [(e.event_id,) for e, ctx in items if ctx.rejected_reason is not None],
+            )
+        # Outliers' rows are never cached, so this reads the rows just written.
+        metas = await self.events.get_event_metas([e.event_id for e, _ in items])
+        return [PersistedEvent(e, metas[e.event_id].stream_ordering) for e, _ in items]
+
     async def _memberships_for(
         self, delta: CurrentStateDelta, items: Sequence[tuple[Event, EventContext]]
     ) -> dict[str, str | None]:
