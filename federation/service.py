@@ -23,6 +23,7 @@ from federation.outbound.keys import FederationKeys
 from federation.outbound.missing_events import MissingEventsFetcher
 from federation.outbound.queries import FederationQueries
 from federation.sender.edus import (
+    OutboundDeviceLists,
     OutboundPresence,
     OutboundReceipts,
     OutboundToDevice,
@@ -101,6 +102,7 @@ def build_federation(core: Core, config: FederationConfig, media: MediaRepositor
     media.remote = RemoteMedia(media, transport)
     core.room_api.members.remote_inviter = RemoteInviter(core, transport, signatures)
     core.e2e_keys.remote = FederationKeys(transport)
+    core.device_lists.remote = OutboundDeviceLists(sender, storage.e2e_keys)
     queries = FederationQueries(transport)
     core.room_api.directory.remote = queries
     core.profile.remote = queries

@@ -12,8 +12,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from federation.sender.sender import FederationSender
+from homeserver.handlers.device_lists import DeviceListChange
 from homeserver.handlers.receipts import READ
 from homeserver.identifiers import domain_of
+from homeserver.storage.stores.e2e_keys import E2eKeysStore
 
 JsonDict = dict[str, Any]
 
@@ -92,3 +94,64 @@ class OutboundPresence:
         await self.sender.send_edu(
             servers, "m.presence", {"push": [{"user_id": user_id, **presence}]}
         )
+
+
+class OutboundDeviceLists:
+    """DeviceLists' RemoteDeviceLists: m.device_list_update per changed device and
+    m.signing_key_update for cross-signing keys, to every server sharing a room with the
+    user (S-S API "Device Management"). `prev_id` names the user's previous change, so a
+    receiver that missed one asks for the whole list (GET /user/devices)."""
+
+    def __init__(self, sender: FederationSender, keys: E2eKeysStore) -> None:
+        self.sender = sender
+        self.keys = keys
+
+    async def device_lists_changed(
+        self, user_id: str, position: int, change: DeviceListChange
+    ) -> None:
+        outbox = self.sender.outbox
+        destinations = await outbox.servers_sharing_a_room(user_id, self.sender.server_name)
+        if not destinations:
+            return
+        previous = await self.keys.previous_change(user_id, position)
+        prev_id = [previous] if previous is not None else []
+        updated = [d for d in dict.fromkeys(change.updated) if d not in change.deleted]
+        current = (
+            {d.device_id: d.keys for d in await self.keys.get_device_keys([(user_id, updated)])}
+            if updated
+            else {}
+        )
+        for device_id in updated:
+            content: JsonDict = {
+                "user_id": user_id,
+                "device_id": device_id,
+                "stream_id": position,
+                "prev_id": prev_id,
+                "deleted": False,
+            }
+            if device_id in current:
+                keys = dict(current[device_id])
+                keys.pop("unsigned", None)  # device names stay on their server
+                content["keys"] = keys
+            await self.sender.send_edu(destinations, "m.device_list_update", content)
+        for device_id in dict.fromkeys(change.deleted):
+            await self.sender.send_edu(
+                destinations,
+                "m.device_list_update",
+                {
+                    "user_id": user_id,
+                    "device_id": device_id,
+                    "stream_id": position,
+                    "prev_id": prev_id,
+                    "deleted": True,
+                },
+            )
+        if change.signing_keys:
+            found = (
+                await self.keys.get_cross_signing_keys([user_id], {"master", "self_signing"})
+            ).get(user_id, {})
+            content = {"user_id": user_id}
+            for key_type, name in (("master", "master_key"), ("self_signing", "self_signing_key")):
+                if key_type in found:
+                    content[name] = found[key_type]
+            await self.sender.send_edu(destinations, "m.signing_key_update", content)

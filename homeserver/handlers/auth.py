@@ -256,11 +256,14 @@ class AuthHandler:
         return Requester(owner.user_id, owner.device_id, owner.is_admin, hashed)
 
     async def logout(self, requester: Requester) -> None:
-        async with self.device_lists.changing([requester.user_id]) as txn:
+        async with self.device_lists.changing(requester.user_id) as change:
             await self.storage.accounts.delete_devices_txn(
-                txn, requester.user_id, [requester.device_id]
+                change.txn, requester.user_id, [requester.device_id]
             )
+            change.deleted.append(requester.device_id)
 
     async def logout_all(self, user_id: str) -> None:
-        async with self.device_lists.changing([user_id]) as txn:
-            await self.storage.accounts.delete_devices_txn(txn, user_id, None)
+        devices = await self.storage.accounts.get_devices(user_id)
+        async with self.device_lists.changing(user_id) as change:
+            await self.storage.accounts.delete_devices_txn(change.txn, user_id, None)
+            change.deleted += [d.device_id for d in devices]

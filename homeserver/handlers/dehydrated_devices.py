@@ -50,7 +50,8 @@ class DehydratedDeviceHandler:
         one_time_keys = parse_keys(optional_object(body, "one_time_keys"), "one_time_keys")
         fallback_keys = parse_keys(optional_object(body, "fallback_keys"), "fallback_keys")
         keys = self.storage.e2e_keys
-        async with self.device_lists.changing([user_id]) as txn:
+        async with self.device_lists.changing(user_id) as change:
+            txn = change.txn
             current = await self.storage.dehydrated_devices.get_for_update_txn(txn, user_id)
             if device_id != current:
                 if any(
@@ -61,6 +62,7 @@ class DehydratedDeviceHandler:
                     raise MatrixError("That device ID is in use", Codes.INVALID_PARAM)
                 if current is not None:
                     await self.storage.accounts.delete_devices_txn(txn, user_id, [current])
+                    change.deleted.append(current)
             await self.storage.accounts.add_device_txn(
                 txn, user_id, device_id, name, self.clock.time_ms()
             )
@@ -68,6 +70,7 @@ class DehydratedDeviceHandler:
             await keys.add_one_time_keys_txn(txn, user_id, device_id, one_time_keys)
             await keys.set_fallback_keys_txn(txn, user_id, device_id, fallback_keys)
             await self.storage.dehydrated_devices.set_txn(txn, user_id, device_id, device_data)
+            change.updated.append(device_id)
         return {"device_id": device_id}
 
     async def get(self, user_id: str) -> JsonDict:
@@ -77,11 +80,14 @@ class DehydratedDeviceHandler:
         return {"device_id": found[0], "device_data": found[1]}
 
     async def delete(self, user_id: str) -> JsonDict:
-        async with self.device_lists.changing([user_id]) as txn:
-            current = await self.storage.dehydrated_devices.get_for_update_txn(txn, user_id)
+        async with self.device_lists.changing(user_id) as change:
+            current = await self.storage.dehydrated_devices.get_for_update_txn(
+                change.txn, user_id
+            )
             if current is None:
                 raise NotFound("No dehydrated device available")
-            await self.storage.accounts.delete_devices_txn(txn, user_id, [current])
+            await self.storage.accounts.delete_devices_txn(change.txn, user_id, [current])
+            change.deleted.append(current)
         return {"device_id": current}
 
     async def events(self, user_id: str, device_id: str, next_batch: str | None) -> JsonDict:

@@ -10,7 +10,7 @@ users they no longer share any room with.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -33,11 +33,26 @@ class JoinedRooms(Protocol):
     async def joined_rooms(self, user_id: str) -> list[str]: ...
 
 
+@dataclass
+class DeviceListChange:
+    """What one `DeviceLists.changing` transaction changed, filled in by its caller: the
+    devices whose keys were added or replaced, the devices deleted, and whether the user's
+    cross-signing keys (or signatures) changed."""
+
+    txn: Txn
+    updated: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    signing_keys: bool = False
+
+
 class RemoteDeviceLists(Protocol):
     """Tells other servers (m.device_list_update and m.signing_key_update EDUs, S-S API
-    "Device Management") that local users' devices or keys changed."""
+    "Device Management") that a local user's devices or keys changed, at `position` of the
+    device list stream."""
 
-    async def device_lists_changed(self, user_ids: Collection[str]) -> None: ...
+    async def device_lists_changed(
+        self, user_id: str, position: int, change: DeviceListChange
+    ) -> None: ...
 
 
 @dataclass
@@ -64,23 +79,24 @@ class DeviceLists:
         self.remote: RemoteDeviceLists | None = None
 
     @asynccontextmanager
-    async def changing(self, user_ids: Collection[str]) -> AsyncIterator[Txn]:
-        """A transaction that changes the devices or keys of `user_ids`; once it commits,
-        everyone who shares a room with them is woken to re-read their keys."""
-        async with self.keys.changing_devices(user_ids) as txn:
-            yield txn
-        room_ids: set[str] = set()
-        for user_id in user_ids:
-            room_ids.update(await self.rooms.joined_rooms(user_id))
-        self.notifier.on_new_data(room_ids=room_ids, users=user_ids)
+    async def changing(self, user_id: str) -> AsyncIterator[DeviceListChange]:
+        """A transaction (`change.txn`) that changes the devices or keys of `user_id`, who
+        says in `change` what changed; once it commits, everyone who shares a room with the
+        user is woken to re-read their keys, and other servers are told."""
+        async with self.keys.changing_devices([user_id]) as (txn, position):
+            change = DeviceListChange(txn)
+            yield change
+        self.notifier.on_new_data(
+            room_ids=await self.rooms.joined_rooms(user_id), users=[user_id]
+        )
         if self.remote is not None:
-            await self.remote.device_lists_changed(user_ids)
+            await self.remote.device_lists_changed(user_id, position, change)
 
     async def remote_user_changed(self, user_id: str) -> None:
         """Another server says its user's devices or keys changed (m.device_list_update or
         m.signing_key_update): local users who share a room with them re-read them."""
         async with self.keys.changing_devices([user_id]):
-            pass
+            pass  # the stream row is the whole change
         self.notifier.on_new_data(room_ids=await self.rooms.joined_rooms(user_id))
 
     async def changes(

@@ -77,8 +77,9 @@ class DeviceHandler:
         """Delete devices (and so their tokens) after user-interactive auth; unknown device
         IDs are ignored, as the spec has it ("or had been removed previously")."""
         await self.require_password(user_id, auth, "delete_devices")
-        async with self.auth.device_lists.changing([user_id]) as txn:
-            await self.storage.accounts.delete_devices_txn(txn, user_id, device_ids)
+        async with self.auth.device_lists.changing(user_id) as change:
+            await self.storage.accounts.delete_devices_txn(change.txn, user_id, device_ids)
+            change.deleted += device_ids
         for device_id in device_ids:
             self._seen_written.pop((user_id, device_id))
 
@@ -161,18 +162,24 @@ class DeviceHandler:
         if logout_devices:
             devices = await self.storage.accounts.get_devices(user_id)
             others = [d.device_id for d in devices if d.device_id != device_id]
-        async with self.auth.device_lists.changing([user_id] if others else []) as txn:
-            await self.user_data.set_password_hash_txn(txn, user_id, password_hash)
-            if others:
-                await self.storage.accounts.delete_devices_txn(txn, user_id, others)
+        if not others:
+            async with self.storage.db.transaction() as txn:
+                await self.user_data.set_password_hash_txn(txn, user_id, password_hash)
+            return
+        async with self.auth.device_lists.changing(user_id) as change:
+            await self.user_data.set_password_hash_txn(change.txn, user_id, password_hash)
+            await self.storage.accounts.delete_devices_txn(change.txn, user_id, others)
+            change.deleted += others
 
     async def deactivate(self, user_id: str | None, auth: Mapping[str, Any] | None) -> str:
         """C-S API "POST /account/deactivate": no login and no token works any more, and the
         user leaves every room (and declines invites and knocks). Returns the user ID."""
         user_id = await self.require_password(user_id, auth, "deactivate")
-        async with self.auth.device_lists.changing([user_id]) as txn:
-            await self.user_data.mark_deactivated_txn(txn, user_id)
-            await self.storage.accounts.delete_devices_txn(txn, user_id, None)
+        devices = await self.storage.accounts.get_devices(user_id)
+        async with self.auth.device_lists.changing(user_id) as change:
+            await self.user_data.mark_deactivated_txn(change.txn, user_id)
+            await self.storage.accounts.delete_devices_txn(change.txn, user_id, None)
+            change.deleted += [d.device_id for d in devices]
         rooms: list[str] = []
         for membership in ("join", "invite", "knock"):
             rooms += await self.storage.rooms.get_rooms_for_user(user_id, membership)

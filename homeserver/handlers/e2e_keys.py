@@ -78,8 +78,11 @@ class E2eKeysHandler:
             check_device_keys(device_keys, user_id, device_id)
             stored = await self.store.get_one_device_keys(user_id, device_id)
             if stored != device_keys:
-                async with self.device_lists.changing([user_id]) as txn:
-                    await self.store.set_device_keys_txn(txn, user_id, device_id, device_keys)
+                async with self.device_lists.changing(user_id) as change:
+                    await self.store.set_device_keys_txn(
+                        change.txn, user_id, device_id, device_keys
+                    )
+                    change.updated.append(device_id)
         if one_time_keys:
             # A key ID already used for a different key would leave the client unable to tell
             # which of its private keys a claimer used; the same key again is a retry.
@@ -284,10 +287,11 @@ class E2eKeysHandler:
         if await self.store.device_ids_in_use(user_id, publics):
             # Device IDs and cross-signing keys share the key ID namespace of signatures.
             raise Forbidden("A cross-signing key has the same ID as one of your devices")
-        async with self.device_lists.changing([user_id]) as txn:
+        async with self.device_lists.changing(user_id) as change:
             await self.store.set_cross_signing_keys_txn(
-                txn, user_id, [(t, public_key_of(k), k) for t, k in new.items()]
+                change.txn, user_id, [(t, public_key_of(k), k) for t, k in new.items()]
             )
+            change.signing_keys = True
 
     # -- POST /keys/signatures/upload -------------------------------------------------------
 
@@ -315,8 +319,17 @@ class E2eKeysHandler:
         if accepted:
             # A user-signing signature is shown to its signer only, so the signer is the one
             # whose view changed; the others change their own user's keys.
-            async with self.device_lists.changing([user_id]) as txn:
-                await self.store.add_signatures_txn(txn, accepted)
+            async with self.device_lists.changing(user_id) as change:
+                await self.store.add_signatures_txn(change.txn, accepted)
+                for s in accepted:
+                    if s.target_user_id != user_id:
+                        continue  # another user's master key: only the signer sees it
+                    # One of the user's devices, signed by the self-signing key, or the
+                    # master key, signed by a device: either way other servers re-read it.
+                    if await self.store.get_one_device_keys(user_id, s.target_key_id):
+                        change.updated.append(s.target_key_id)
+                    else:
+                        change.signing_keys = True
         return {"failures": failures}
 
     async def _own_signatures(

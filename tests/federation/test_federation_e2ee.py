@@ -4,14 +4,18 @@ and /user/keys/claim; /user/devices lists a user's devices with their keys."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from urllib.parse import quote
 
 from federation.transport import FederationTransport
-from tests.federation.homeservers import homeservers
+from tests.federation.homeservers import Homeserver, homeservers
+from tests.federation.test_federation_rooms import join_via, wait_for_members
 from tests.helpers.e2e import CrossSigningKeys, TestDevice
-from tests.helpers.rest import V3
+from tests.helpers.rest import V3, User
 from tests.helpers.spec_schemas import assert_response_valid
+
+DEADLINE_S = 10.0
 
 
 async def test_keys_of_another_servers_user(tmp_path: Path) -> None:
@@ -66,3 +70,52 @@ async def test_keys_of_another_servers_user(tmp_path: Path) -> None:
         assert devices["devices"] == [{"device_id": alice.device_id, "keys": keys}]
         assert devices["master_key"] == cross_signing.key_object("master")
         assert isinstance(devices["stream_id"], int)
+
+
+async def wait_for_changed(server: Homeserver, user: User, since: str, who: str) -> str:
+    """Until the user's /sync lists `who` in device_lists.changed; returns the next token."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DEADLINE_S
+    while loop.time() < deadline:
+        body = await server.rest.sync(user, since=since, timeout="1000")
+        since = body["next_batch"]
+        if who in body["device_lists"]["changed"]:
+            return since
+    raise AssertionError(f"{who} never showed as changed to {user.user_id}")
+
+
+async def test_device_changes_reach_users_on_other_servers(tmp_path: Path) -> None:
+    async with homeservers(tmp_path, 2) as (a, b):
+        alice = await a.rest.register("alice")
+        bob = await b.rest.register("bob")
+        room_id = await a.rest.create_room(alice, preset="public_chat")
+        await join_via(b, bob, room_id, a)
+        await wait_for_members(a, alice, room_id, {alice.user_id, bob.user_id})
+        since = (await b.rest.sync(bob))["next_batch"]
+
+        # A new device with keys (m.device_list_update), then cross-signing keys
+        # (m.signing_key_update), then the device logs out (a deletion): Bob's client on
+        # the other server hears of each, and re-reading gets what is there now.
+        laptop = await a.rest.login("alice")
+        keys = TestDevice(alice.user_id, laptop.device_id).device_keys()
+        await a.rest.request("POST", f"{V3}/keys/upload", laptop, body={"device_keys": keys})
+        since = await wait_for_changed(b, bob, since, alice.user_id)
+        found = await b.rest.request(
+            "POST", f"{V3}/keys/query", bob, body={"device_keys": {alice.user_id: []}}
+        )
+        assert found["device_keys"][alice.user_id] == {laptop.device_id: keys}
+
+        await a.rest.request(
+            "POST",
+            f"{V3}/keys/device_signing/upload",
+            alice,
+            body=CrossSigningKeys(alice.user_id).upload_body(),
+        )
+        since = await wait_for_changed(b, bob, since, alice.user_id)
+
+        await a.rest.request("POST", f"{V3}/logout", laptop, body={})
+        await wait_for_changed(b, bob, since, alice.user_id)
+        found = await b.rest.request(
+            "POST", f"{V3}/keys/query", bob, body={"device_keys": {alice.user_id: []}}
+        )
+        assert found["device_keys"][alice.user_id] == {}

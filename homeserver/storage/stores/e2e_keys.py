@@ -66,19 +66,30 @@ class E2eKeysStore:
         return (await self._generator()).current
 
     @asynccontextmanager
-    async def changing_devices(self, user_ids: Collection[str]) -> AsyncIterator[Txn]:
-        """A transaction that changes the devices or keys of `user_ids`: the change is on the
-        device list stream when it commits (and the stream's position moves past it only
-        then)."""
+    async def changing_devices(
+        self, user_ids: Collection[str]
+    ) -> AsyncIterator[tuple[Txn, int]]:
+        """A transaction that changes the devices or keys of `user_ids`, and its position:
+        the change is on the device list stream when it commits (and the stream's position
+        moves past it only then)."""
         gen = await self._generator()
         with gen.allocate(1) as [position]:
             async with self.db.transaction() as txn:
-                yield txn
+                yield txn, position
                 if user_ids:
                     await txn.executemany(
                         "INSERT INTO device_lists_stream (stream_id, user_id) VALUES ($1, $2)",
                         [(position, user_id) for user_id in user_ids],
                     )
+
+    async def previous_change(self, user_id: str, before: int) -> int | None:
+        """The user's last position on the device list stream before `before`."""
+        value = await self.db.fetchval(
+            "SELECT MAX(stream_id) FROM device_lists_stream WHERE user_id = $1 AND stream_id < $2",
+            user_id,
+            before,
+        )
+        return None if value is None else int(value)
 
     async def changed_users_sharing_rooms(
         self, user_id: str, from_pos: int, to_pos: int
