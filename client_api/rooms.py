@@ -109,11 +109,21 @@ async def join_room_id_or_alias(request: web.Request) -> web.Response:
 
 
 async def knock(request: web.Request) -> web.Response:
-    # `via` / `server_name` name servers to knock through; we only knock on rooms we are in.
     who = await requester(request)
     body = await json_body(request)
-    room_id = await _resolve_room(request, request.match_info["roomIdOrAlias"])
-    await _api(request).members.knock(who.user_id, room_id, reason=_reason(body))
+    target = request.match_info["roomIdOrAlias"]
+    alias_servers: list[str] = []
+    if target.startswith("#"):
+        resolved = await _api(request).directory.resolve(target)
+        room_id, alias_servers = resolved.room_id, resolved.servers
+    else:
+        room_id = await _resolve_room(request, target)
+    # Servers to knock through when this one is not in the room, as for joins.
+    servers = request.query.getall("via", []) + request.query.getall("server_name", [])
+    servers += alias_servers
+    if domain_of(room_id):
+        servers.append(domain_of(room_id))
+    await _api(request).members.knock(who.user_id, room_id, _reason(body), servers)
     return ok({"room_id": room_id})
 
 

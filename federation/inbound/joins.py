@@ -14,6 +14,7 @@ from homeserver.crypto.event_signatures import EventSignatureChecker
 from homeserver.errors import Codes, Forbidden, MatrixError, NotFound
 from homeserver.events.event import MEMBER, Event
 from homeserver.events.validation import validate_pdu
+from homeserver.handlers.sync_summary import current_stripped_state
 from homeserver.identifiers import domain_of
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,16 @@ class JoinHandler:
         self, origin: str, room_id: str, user_id: str, versions: Sequence[str]
     ) -> JsonDict:
         return await self._template(origin, room_id, user_id, "join", versions)
+
+    async def make_knock(
+        self, origin: str, room_id: str, user_id: str, versions: Sequence[str]
+    ) -> JsonDict:
+        return await self._template(origin, room_id, user_id, "knock", versions)
+
+    async def send_knock(self, origin: str, room_id: str, event_id: str, pdu: Any) -> JsonDict:
+        event = await self._accept(origin, room_id, event_id, pdu, "knock")
+        state = await current_stripped_state(self.storage, room_id, event.sender)
+        return {"knock_room_state": state}
 
     async def make_leave(self, origin: str, room_id: str, user_id: str) -> JsonDict:
         return await self._template(origin, room_id, user_id, "leave", None)

@@ -13,9 +13,8 @@ from federation.transport import FederationTransport, RemoteError
 from homeserver.core import Core
 from homeserver.crypto.event_signatures import EventSignatureChecker
 from homeserver.errors import Codes, Forbidden, MatrixError
-from homeserver.events.client_format import strip_state_event
 from homeserver.events.event import MEMBER, Event
-from homeserver.handlers.sync_summary import STRIPPED_STATE_TYPES
+from homeserver.handlers.sync_summary import current_stripped_state
 from homeserver.identifiers import domain_of
 
 
@@ -39,7 +38,9 @@ class RemoteInviter:
         body = {
             "room_version": event.room_version.identifier,
             "event": event.pdu,
-            "invite_room_state": await self._stripped_state(room_id, sender),
+            "invite_room_state": await current_stripped_state(
+                self.core.storage, room_id, sender
+            ),
         }
         try:
             answer = await self.transport.request(destination, "PUT", path, content=body)
@@ -68,13 +69,3 @@ class RemoteInviter:
             raise MatrixError(f"{destination} returned another event", Codes.UNKNOWN, status=502)
         await self.core.remote_events.persist_event(countersigned)
         return event.event_id
-
-    async def _stripped_state(self, room_id: str, sender: str) -> list[dict[str, Any]]:
-        state = await self.core.storage.rooms.get_current_state_ids(room_id)
-        wanted = [
-            e
-            for (t, k), e in state.items()
-            if (t in STRIPPED_STATE_TYPES and k == "") or (t == MEMBER and k == sender)
-        ]
-        events = await self.core.storage.events.get_events(wanted)
-        return [strip_state_event(e) for e in events.values()]

@@ -71,34 +71,69 @@ class RemoteJoiner:
     async def leave(
         self, user_id: str, room_id: str, servers: Sequence[str], content: Mapping[str, Any]
     ) -> str:
-        """Leave a room this server is not in (rejecting an invite from another server)
-        through the first of `servers` that helps; returns the leave's event ID."""
-        room = quote(room_id, safe="")
+        """Leave a room this server is not in (declining an invite from another server, or
+        retracting a knock) through the first of `servers` that helps."""
+        return await self._out_of_room(user_id, room_id, servers, "leave", content)
+
+    async def knock(
+        self, user_id: str, room_id: str, servers: Sequence[str], content: Mapping[str, Any]
+    ) -> str:
+        """Knock on a room this server is not in (S-S API "Knocking upon a room")."""
+        return await self._out_of_room(user_id, room_id, servers, "knock", content)
+
+    async def _out_of_room(
+        self,
+        user_id: str,
+        room_id: str,
+        servers: Sequence[str],
+        membership: str,
+        content: Mapping[str, Any],
+    ) -> str:
+        """The make_/send_ handshake for a member event of a room this server is not in;
+        the event is kept as the user's membership here (a knock with the room's stripped
+        state the resident sent, as an invite keeps the inviter's)."""
+        room, user = quote(room_id, safe=""), quote(user_id, safe="")
+        # send_leave has a v2 without the v1 answer's quirks; send_knock only has v1.
+        send_version = "v2" if membership == "leave" else "v1"
+        query = None if membership == "leave" else {"ver": sorted(KNOWN_ROOM_VERSIONS)}
+        failure: MatrixError | None = None
         for server in [s for s in dict.fromkeys(servers) if s != self.server_name]:
             try:
                 answer = await self.transport.request(
                     server,
                     "GET",
-                    f"/_matrix/federation/v1/make_leave/{room}/{quote(user_id, safe='')}",
+                    f"/_matrix/federation/v1/make_{membership}/{room}/{user}",
+                    query=query,
                 )
                 room_version = KNOWN_ROOM_VERSIONS.get(str(answer.get("room_version", "1")))
                 template = answer.get("event")
                 if room_version is None or not isinstance(template, dict):
-                    raise ValueError(f"{server} sent an unusable make_leave answer")
-                event = self._sign(room_version, template, user_id, room_id, "leave", content)
-                await self.transport.request(
+                    raise ValueError(f"{server} sent an unusable make_{membership} answer")
+                event = self._sign(room_version, template, user_id, room_id, membership, content)
+                sent = await self.transport.request(
                     server,
                     "PUT",
-                    f"/_matrix/federation/v2/send_leave/{room}/{quote(event.event_id, safe='')}",
+                    f"/_matrix/federation/{send_version}/send_{membership}/{room}"
+                    f"/{quote(event.event_id, safe='')}",
                     content=event.pdu,
                 )
-            except (FederationError, ValueError, KeyError, TypeError) as e:
-                logger.info("room_id=%s leave via %s failed: %s", room_id, server, e)
+            except RemoteError as e:
+                logger.info("room_id=%s %s via %s refused: %s", room_id, membership, server, e)
+                if e.status == 403:
+                    failure = MatrixError(e.error or "Refused", Codes.FORBIDDEN, status=403)
                 continue
-            # The invite made way for the leave in this server's view of the room.
+            except (FederationError, ValueError, KeyError, TypeError) as e:
+                logger.info("room_id=%s %s via %s failed: %s", room_id, membership, server, e)
+                continue
+            if membership == "knock":
+                stripped = sent.get("knock_room_state") if isinstance(sent, dict) else None
+                kept = {**event.pdu, "unsigned": {"knock_room_state": _stripped(stripped)}}
+                event = Event(kept, room_version)
             await self.core.persister.persist_out_of_band_membership(event)
             return event.event_id
-        raise MatrixError("No server could help to leave the room", Codes.UNKNOWN, status=502)
+        raise failure or MatrixError(
+            f"No server could help to {membership} the room", Codes.UNKNOWN, status=502
+        )
 
     async def _join_via(
         self, server: str, user_id: str, room_id: str, content: Mapping[str, Any]
@@ -187,3 +222,7 @@ def _events(room_version: RoomVersion, pdus: Any) -> list[Event]:
             pdu = {k: v for k, v in pdu.items() if k != "unsigned"}
             events.append(Event(pdu, room_version))
     return events
+
+
+def _stripped(state: Any) -> list[dict[str, Any]]:
+    return [s for s in state if isinstance(s, dict)][:50] if isinstance(state, list) else []

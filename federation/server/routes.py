@@ -220,6 +220,23 @@ def _object(body: object) -> dict[str, object]:
     return body
 
 
+async def make_knock(request: web.Request) -> web.Response:
+    origin, _ = await authenticated(request)
+    versions = request.query.getall("ver", [])
+    answer = await federation_of(request).joins.make_knock(
+        origin, request.match_info["roomId"], request.match_info["userId"], versions
+    )
+    return web.json_response(answer)
+
+
+async def send_knock(request: web.Request) -> web.Response:
+    origin, body = await authenticated(request)
+    answer = await federation_of(request).joins.send_knock(
+        origin, request.match_info["roomId"], request.match_info["eventId"], body
+    )
+    return web.json_response(answer)
+
+
 async def make_leave(request: web.Request) -> web.Response:
     origin, _ = await authenticated(request)
     answer = await federation_of(request).joins.make_leave(
@@ -242,6 +259,8 @@ def install_federation_routes(router: web.UrlDispatcher) -> None:
     router.add_get(f"{V1}/make_join/{{roomId}}/{{userId}}", make_join)
     router.add_put(f"{V2}/send_join/{{roomId}}/{{eventId}}", send_join)
     router.add_get(f"{V1}/make_leave/{{roomId}}/{{userId}}", make_leave)
+    router.add_get(f"{V1}/make_knock/{{roomId}}/{{userId}}", make_knock)
+    router.add_put(f"{V1}/send_knock/{{roomId}}/{{eventId}}", send_knock)
     router.add_put(f"{V2}/send_leave/{{roomId}}/{{eventId}}", send_leave)
     router.add_get(f"{V1}/event/{{eventId}}", get_event)
     router.add_get(f"{V1}/state/{{roomId}}", get_state)

@@ -57,6 +57,10 @@ class RemoteJoin(Protocol):
         self, user_id: str, room_id: str, servers: Sequence[str], content: Mapping[str, Any]
     ) -> str: ...
 
+    async def knock(
+        self, user_id: str, room_id: str, servers: Sequence[str], content: Mapping[str, Any]
+    ) -> str: ...
+
 
 class RemoteInvite(Protocol):
     async def invite(
@@ -130,7 +134,7 @@ class RoomMemberHandler:
         if (
             action == "leave"
             and target == sender
-            and old == "invite"
+            and old in ("invite", "knock")
             and current is not None
             and self.remote_joiner is not None
             and not await self.storage.rooms.is_server_in_room(room_id, self.server_name)
@@ -138,7 +142,15 @@ class RoomMemberHandler:
             # Declining an invite to a room this server is not in: the inviter's server
             # makes the leave part of the room (S-S API "Leaving Rooms").
             leave = {k: v for k, v in content.items() if k != "membership"}
+            # The inviter's server; for a knock, the servers whose state it was shown.
             servers = [domain_of(current.sender)]
+            shown = current.unsigned.get("knock_room_state")
+            if isinstance(shown, list):
+                servers += [
+                    domain_of(e["sender"])
+                    for e in shown
+                    if isinstance(e, dict) and isinstance(e.get("sender"), str)
+                ]
             return await self.remote_joiner.leave(target, room_id, servers, leave)
         if membership == "invite" and domain_of(target) != self.server_name:
             # The invitee's server countersigns first (S-S API "Inviting to a room").
@@ -172,9 +184,26 @@ class RoomMemberHandler:
             content["reason"] = reason
         return await self.remote_joiner.join(user_id, room_id, servers, content)
 
-    async def knock(self, user_id: str, room_id: str, reason: str | None = None) -> str:
-        """C-S API POST /knock (local rooms only). The auth rules refuse a join rule other than
-        knock (v10+: knock_restricted) and knockers who are joined, invited or banned."""
+    async def knock(
+        self,
+        user_id: str,
+        room_id: str,
+        reason: str | None = None,
+        servers: Sequence[str] = (),
+    ) -> str:
+        """C-S API POST /knock. The auth rules refuse a join rule other than knock (v10+:
+        knock_restricted) and knockers who are joined, invited or banned. A room this server
+        is not in is knocked on through one of `servers`."""
+        if not await self.storage.rooms.is_server_in_room(room_id, self.server_name):
+            if self.remote_joiner is None or not servers:
+                raise NotFound(self.unknown_room_message(room_id))
+            content: dict[str, Any] = {}
+            profile = await self.storage.user_data.get_profile(user_id)
+            if profile is not None:
+                content.update(profile.fields())
+            if reason is not None:
+                content["reason"] = reason
+            return await self.remote_joiner.knock(user_id, room_id, servers, content)
         room_version = await self.storage.rooms.get_room_version(room_id)
         if room_version is None:
             raise NotFound(self.unknown_room_message(room_id))

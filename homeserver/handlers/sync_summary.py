@@ -118,3 +118,18 @@ async def stripped_states(
         stripped.append(strip_state_event(member))
         out[room_id] = stripped
     return out
+
+
+async def current_stripped_state(
+    storage: Storage, room_id: str, member: str
+) -> list[dict[str, Any]]:
+    """The room's stripped state now (C-S API "Stripped state"), with `member`'s member event:
+    what an invite or a knock carries to a server that is not in the room."""
+    state = await storage.rooms.get_current_state_ids(room_id)
+    wanted = [
+        e
+        for (t, k), e in state.items()
+        if (t in STRIPPED_STATE_TYPES and k == "") or (t == MEMBER and k == member)
+    ]
+    events = await storage.events.get_events(wanted)
+    return [strip_state_event(e) for e in events.values()]

@@ -243,3 +243,40 @@ async def test_declining_a_remote_invite(tmp_path: Path) -> None:
         after = await b.rest.sync(bob, since=since)
         assert room_id in after["rooms"]["leave"]
         assert room_id not in after["rooms"]["invite"]
+
+
+async def test_knocking_on_a_remote_room(tmp_path: Path) -> None:
+    async with homeservers(tmp_path, 2) as (a, b):
+        alice = await a.rest.register("alice")
+        bob = await b.rest.register("bob")
+        room_id = await a.rest.create_room(alice, name="Knock first")
+        await a.rest.request(
+            "PUT",
+            f"{V3}/rooms/{room_id}/state/m.room.join_rules",
+            alice,
+            body={"join_rule": "knock"},
+        )
+        since = (await b.rest.sync(bob))["next_batch"]
+        answer = await b.rest.request(
+            "POST",
+            f"{V3}/knock/{room_id}",
+            bob,
+            body={"reason": "let me in"},
+            via=a.server_name,
+        )
+        assert answer == {"room_id": room_id}
+        member_path = f"{V3}/rooms/{room_id}/state/m.room.member/{quote(bob.user_id)}"
+        member = await a.rest.request("GET", member_path, alice)
+        assert (member["membership"], member["reason"]) == ("knock", "let me in")
+        # Bob's /sync shows the knock with the stripped state A sent back.
+        body = await b.rest.sync(bob, since=since)
+        stripped = body["rooms"]["knock"][room_id]["knock_state"]["events"]
+        assert {
+            "type": "m.room.name",
+            "state_key": "",
+            "sender": alice.user_id,
+            "content": {"name": "Knock first"},
+        } in stripped
+        # Retracting the knock goes through A too.
+        await b.rest.request("POST", f"{V3}/rooms/{room_id}/leave", bob, body={})
+        assert (await a.rest.request("GET", member_path, alice))["membership"] == "leave"
