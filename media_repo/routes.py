@@ -9,6 +9,7 @@ limit (only `request.read()` and `post()` do); the repository enforces media.max
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import quote
 
@@ -224,7 +225,18 @@ async def download(request: web.Request) -> web.FileResponse:
     return _file_response(media, filename or media.upload_name)
 
 
-async def thumbnail(request: web.Request) -> web.StreamResponse:
+@dataclass(frozen=True)
+class ThumbnailRequest:
+    """The query of a thumbnail request, client or federation (the same parameters)."""
+
+    width: int
+    height: int
+    method: Literal["crop", "scale"]
+    animated: bool
+    timeout_ms: int
+
+
+def thumbnail_request(request: web.Request) -> ThumbnailRequest:
     width = _int_param(request, "width")
     height = _int_param(request, "height")
     if width < 1 or height < 1:
@@ -237,14 +249,25 @@ async def thumbnail(request: web.Request) -> web.StreamResponse:
             method = "scale"
         case _:
             raise InvalidParam("method must be crop or scale")
-    found = await _media(request).thumbnail(
-        request.match_info["serverName"],
-        request.match_info["mediaId"],
+    return ThumbnailRequest(
         width,
         height,
         method,
         _bool_param(request, "animated"),
         _int_param(request, "timeout_ms", DEFAULT_TIMEOUT_MS),
+    )
+
+
+async def thumbnail(request: web.Request) -> web.StreamResponse:
+    asked = thumbnail_request(request)
+    found = await _media(request).thumbnail(
+        request.match_info["serverName"],
+        request.match_info["mediaId"],
+        asked.width,
+        asked.height,
+        asked.method,
+        asked.animated,
+        asked.timeout_ms,
     )
     return _thumbnail_response(found)
 

@@ -3,15 +3,15 @@ and hands it to a domain handler."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from aiohttp import web
 
 from federation.inbound.media import FederationMedia
 from federation.server.http import authenticated, federation_of, server_version
-from homeserver.errors import Codes, InvalidParam, MatrixError
+from homeserver.errors import Codes, MatrixError
 from media_repo.repository import DEFAULT_TIMEOUT_MS
-from media_repo.routes import SECURITY_HEADERS
+from media_repo.routes import SECURITY_HEADERS, thumbnail_request
 
 V1 = "/_matrix/federation/v1"
 V2 = "/_matrix/federation/v2"
@@ -137,26 +137,14 @@ async def media_download(request: web.Request) -> web.Response:
 
 async def media_thumbnail(request: web.Request) -> web.Response:
     await authenticated(request)
-    width, height = (
-        _int(request.query.get("width"), "width"),
-        _int(request.query.get("height"), "height"),
-    )
-    if width < 1 or height < 1:
-        raise InvalidParam("width and height must be positive")
-    method: Literal["crop", "scale"]
-    match request.query.get("method", "scale"):
-        case "crop":
-            method = "crop"
-        case "scale":
-            method = "scale"
-        case _:
-            raise InvalidParam("method must be crop or scale")
-    animated = request.query.get("animated", "false")
-    if animated not in ("true", "false"):
-        raise InvalidParam("animated must be true or false")
-    timeout_ms = _int(request.query.get("timeout_ms", DEFAULT_TIMEOUT_MS), "timeout_ms")
+    asked = thumbnail_request(request)
     answer = await _media(request).thumbnail(
-        request.match_info["mediaId"], width, height, method, animated == "true", timeout_ms
+        request.match_info["mediaId"],
+        asked.width,
+        asked.height,
+        asked.method,
+        asked.animated,
+        asked.timeout_ms,
     )
     return web.Response(body=answer, headers=SECURITY_HEADERS)
 

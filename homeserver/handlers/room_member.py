@@ -176,12 +176,7 @@ class RoomMemberHandler:
                 servers = [*servers, domain_of(invite.sender)]
         if self.remote_joiner is None or not servers:
             raise NotFound(self.unknown_room_message(room_id))
-        content: dict[str, Any] = {}
-        profile = await self.storage.user_data.get_profile(user_id)
-        if profile is not None:
-            content.update(profile.fields())
-        if reason is not None:
-            content["reason"] = reason
+        content = await self._remote_member_content(user_id, reason)
         return await self.remote_joiner.join(user_id, room_id, servers, content)
 
     async def knock(
@@ -197,12 +192,7 @@ class RoomMemberHandler:
         if not await self.storage.rooms.is_server_in_room(room_id, self.server_name):
             if self.remote_joiner is None or not servers:
                 raise NotFound(self.unknown_room_message(room_id))
-            content: dict[str, Any] = {}
-            profile = await self.storage.user_data.get_profile(user_id)
-            if profile is not None:
-                content.update(profile.fields())
-            if reason is not None:
-                content["reason"] = reason
+            content = await self._remote_member_content(user_id, reason)
             return await self.remote_joiner.knock(user_id, room_id, servers, content)
         room_version = await self.storage.rooms.get_room_version(room_id)
         if room_version is None:
@@ -210,6 +200,17 @@ class RoomMemberHandler:
         if not room_version.knock_join_rule:
             raise Forbidden(f"Room version {room_version.identifier} does not support knocking")
         return await self.update_membership(user_id, room_id, user_id, "knock", reason=reason)
+
+    async def _remote_member_content(self, user_id: str, reason: str | None) -> dict[str, Any]:
+        """A join's or knock's content beyond its membership: the user's profile, so members
+        can tell who it is, and the reason given."""
+        content: dict[str, Any] = {}
+        profile = await self.storage.user_data.get_profile(user_id)
+        if profile is not None:
+            content.update(profile.fields())
+        if reason is not None:
+            content["reason"] = reason
+        return content
 
     async def _restricted_join_authoriser(
         self, room_version: RoomVersion, room_id: str, user_id: str
