@@ -10,9 +10,12 @@ positions through the notifier.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from homeserver.storage.database import Database
 
 
 class StreamIdGenerator:
@@ -66,3 +69,27 @@ class StreamIdGenerator:
             done = heapq.heappop(self._in_flight)
             if self._finished.pop(done):
                 self._current = done * self._step
+
+
+class LazyStream:
+    """A stream position generator seeded, on first use, by `seed_sql` (the highest position
+    stored). Storage seeds the event streams at start-up; the smaller streams (account data,
+    receipts, presence, to-device, device lists) load lazily so that their stores need no
+    change to the Storage facade."""
+
+    def __init__(self, db: Database, seed_sql: str) -> None:
+        self._db = db
+        self._seed_sql = seed_sql
+        self._gen: StreamIdGenerator | None = None
+        self._lock = asyncio.Lock()
+
+    async def generator(self) -> StreamIdGenerator:
+        if self._gen is None:
+            async with self._lock:
+                if self._gen is None:
+                    top = await self._db.fetchval(self._seed_sql)
+                    self._gen = StreamIdGenerator(top or 0)
+        return self._gen
+
+    async def current(self) -> int:
+        return (await self.generator()).current

@@ -4,7 +4,6 @@ other users when any of them change. See schema/0009_e2e_keys.sql."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -12,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from homeserver.storage.database import Database, Queryable, Txn
-from homeserver.storage.id_generators import StreamIdGenerator
+from homeserver.storage.id_generators import LazyStream
 
 JsonDict = dict[str, Any]
 # (user ID, device ID, algorithm): one key wanted by POST /keys/claim.
@@ -49,21 +48,12 @@ def _dumps(value: Any) -> str:
 class E2eKeysStore:
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._gen: StreamIdGenerator | None = None
-        self._lock = asyncio.Lock()
+        self.stream = LazyStream(db, "SELECT MAX(stream_id) FROM device_lists_stream")
 
     # -- the device list stream ------------------------------------------------------------
 
-    async def _generator(self) -> StreamIdGenerator:
-        if self._gen is None:
-            async with self._lock:
-                if self._gen is None:
-                    top = await self.db.fetchval("SELECT MAX(stream_id) FROM device_lists_stream")
-                    self._gen = StreamIdGenerator(top or 0)
-        return self._gen
-
     async def current_device_list_position(self) -> int:
-        return (await self._generator()).current
+        return await self.stream.current()
 
     @asynccontextmanager
     async def changing_devices(
@@ -72,7 +62,7 @@ class E2eKeysStore:
         """A transaction that changes the devices or keys of `user_ids`, and its position:
         the change is on the device list stream when it commits (and the stream's position
         moves past it only then)."""
-        gen = await self._generator()
+        gen = await self.stream.generator()
         with gen.allocate(1) as [position]:
             async with self.db.transaction() as txn:
                 yield txn, position

@@ -3,14 +3,13 @@ of their own (the to_device slot of the /sync token), and the senders' transacti
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from homeserver.storage.database import Database
-from homeserver.storage.id_generators import StreamIdGenerator
+from homeserver.storage.id_generators import LazyStream
 
 # The device ID that addresses every device of a user.
 ALL_DEVICES = "*"
@@ -27,21 +26,10 @@ class InboxMessage:
 class ToDeviceStore:
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._gen: StreamIdGenerator | None = None
-        self._lock = asyncio.Lock()
-
-    async def _generator(self) -> StreamIdGenerator:
-        if self._gen is None:
-            async with self._lock:
-                if self._gen is None:
-                    top = await self.db.fetchval(
-                        "SELECT position FROM to_device_stream WHERE id = 1"
-                    )
-                    self._gen = StreamIdGenerator(top or 0)
-        return self._gen
+        self.stream = LazyStream(db, "SELECT position FROM to_device_stream WHERE id = 1")
 
     async def current(self) -> int:
-        return (await self._generator()).current
+        return await self.stream.current()
 
     async def add_messages(
         self,
@@ -55,7 +43,7 @@ class ToDeviceStore:
         None when the (sending device, transaction ID) pair was used before (nothing is queued
         again). Messages from other servers have no local sending device: their transactions
         are deduplicated where federation receives them."""
-        gen = await self._generator()
+        gen = await self.stream.generator()
         with gen.allocate(1) as [position]:
             async with self.db.transaction() as txn:
                 # Every position handed out is recorded, used or not: see to_device_stream.

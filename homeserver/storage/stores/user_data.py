@@ -4,14 +4,13 @@ account data and room tags, receipts and presence (C-S API "Profiles", "Client C
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from homeserver.storage.database import Database, Txn
-from homeserver.storage.id_generators import StreamIdGenerator
+from homeserver.storage.id_generators import LazyStream
 
 ProfileField = Literal["displayname", "avatar_url"]
 GLOBAL = ""  # the room_id of global account data
@@ -62,35 +61,12 @@ class PresenceRow:
     stream_id: int
 
 
-class _Stream:
-    """A stream position generator seeded, on first use, from the highest stored position.
-    (Storage seeds the event streams at start-up; these load lazily so that this store needs
-    no change to the Storage facade.)"""
-
-    def __init__(self, db: Database, table: str) -> None:
-        self._db = db
-        self._table = table
-        self._gen: StreamIdGenerator | None = None
-        self._lock = asyncio.Lock()
-
-    async def generator(self) -> StreamIdGenerator:
-        if self._gen is None:
-            async with self._lock:
-                if self._gen is None:
-                    top = await self._db.fetchval(f"SELECT MAX(stream_id) FROM {self._table}")
-                    self._gen = StreamIdGenerator(top or 0)
-        return self._gen
-
-    async def current(self) -> int:
-        return (await self.generator()).current
-
-
 class UserDataStore:
     def __init__(self, db: Database) -> None:
         self.db = db
-        self.account_data_stream = _Stream(db, "account_data")
-        self.receipts_stream = _Stream(db, "receipts")
-        self.presence_stream = _Stream(db, "presence")
+        self.account_data_stream = LazyStream(db, "SELECT MAX(stream_id) FROM account_data")
+        self.receipts_stream = LazyStream(db, "SELECT MAX(stream_id) FROM receipts")
+        self.presence_stream = LazyStream(db, "SELECT MAX(stream_id) FROM presence")
 
     # -- profiles and account state ------------------------------------------------------
 
