@@ -14,6 +14,7 @@ from homeserver.handlers.room_create import RoomCreator
 from homeserver.handlers.room_member import RoomMemberHandler
 from homeserver.handlers.room_reads import RoomReadHandler
 from homeserver.handlers.room_send import RoomSendHandler
+from homeserver.handlers.room_summary import RoomSummaries
 from homeserver.handlers.visibility import HistoryVisibility
 from homeserver.storage import Storage
 from homeserver.storage.stores.room_extras import RoomExtrasStore
@@ -29,6 +30,8 @@ class RoomHandlers:
     send: RoomSendHandler
     create: RoomCreator
     reads: RoomReadHandler
+    # What a directory or a space hierarchy shows of rooms, batched.
+    summaries: RoomSummaries
 
 
 def build_room_handlers(
@@ -48,4 +51,5 @@ def build_room_handlers(
         send=RoomSendHandler(storage, extras, events, members, directory, clock),
         create=RoomCreator(rooms, members, directory, storage),
         reads=RoomReadHandler(storage, extras, visibility, serializer, clock),
+        summaries=RoomSummaries(storage),
     )

@@ -231,7 +231,7 @@ class RoomMemberHandler:
             or (room_version.knock_restricted_join_rule and join_rule == "knock_restricted")
         ):
             return None
-        allowed = _membership_conditions(join_rules.content.get("allow"))
+        allowed = membership_conditions(join_rules.content.get("allow"))
         # Only rooms this server is in can be checked; a condition on any other is unmet.
         joined = set(await self.storage.rooms.get_rooms_for_user(user_id, "join"))
         if not any(room in joined for room in allowed):
@@ -280,7 +280,7 @@ class RoomMemberHandler:
         return sorted(await self.storage.rooms.get_rooms_for_user(user_id, "join"))
 
 
-def _membership_conditions(allow: Any) -> list[str]:
+def membership_conditions(allow: Any) -> list[str]:
     """The room IDs of the m.room_membership conditions of a join rule's `allow`; entries of
     other or malformed types are skipped (they can never be met here)."""
     if not isinstance(allow, list):

@@ -60,6 +60,35 @@ class RoomsStore:
         )
         return {(r[0], r[1]): r[2] for r in rows if (r[0], r[1]) in keys}
 
+    async def get_current_state_in_rooms(
+        self, room_ids: Collection[str], types: Collection[str]
+    ) -> dict[str, StateMap]:
+        """The current state of several rooms at the given types with an empty state key
+        (what a room summary shows), in one query."""
+        rooms_clause, rooms = self.db.in_list("room_id", 1, room_ids)
+        types_clause, type_list = self.db.in_list("type", 2, types)
+        rows = await self.db.fetch(
+            "SELECT room_id, type, event_id FROM current_state_events"
+            f" WHERE {rooms_clause} AND {types_clause} AND state_key = ''",
+            rooms,
+            type_list,
+        )
+        state: dict[str, StateMap] = {}
+        for room_id, event_type, event_id in rows:
+            state.setdefault(room_id, {})[(event_type, "")] = event_id
+        return state
+
+    async def count_joined_members(self, room_ids: Collection[str]) -> dict[str, int]:
+        """How many users are joined to each room (rooms with none are absent)."""
+        clause, rooms = self.db.in_list("room_id", 1, room_ids)
+        rows = await self.db.fetch(
+            "SELECT room_id, COUNT(*) FROM current_state_events"
+            f" WHERE {clause} AND type = 'm.room.member' AND membership = 'join'"
+            " GROUP BY room_id",
+            rooms,
+        )
+        return {r[0]: int(r[1]) for r in rows}
+
     async def get_current_state_event_id(
         self, room_id: str, event_type: str, state_key: str
     ) -> str | None:
