@@ -10,7 +10,7 @@ from typing import Any
 
 from homeserver.core import Core
 from homeserver.crypto.event_signatures import EventSignatureChecker
-from homeserver.crypto.signing import compute_event_signature
+from homeserver.crypto.signing import countersign_event
 from homeserver.errors import Codes, Forbidden, MatrixError, NotFound
 from homeserver.events.event import MEMBER, Event
 from homeserver.events.room_versions import KNOWN_ROOM_VERSIONS
@@ -60,10 +60,9 @@ class InviteHandler:
         failed = await self.signatures.failures([event])
         if failed:
             raise Forbidden(f"Signature check failed: {failed[event.event_id]}")
-        signatures = compute_event_signature(
+        signed = countersign_event(
             room_version, pdu, self.server_name, self.core.server.keys.signing_key
         )
-        signed = {**pdu, "signatures": {**pdu.get("signatures", {}), **signatures}}
         storage = self.core.storage
         in_room = await storage.rooms.is_server_in_room(room_id, self.server_name)
         if not in_room and not await storage.events.have_events([event_id]):

@@ -11,9 +11,11 @@ from typing import Any, Protocol
 
 from homeserver.core import Core
 from homeserver.crypto.event_signatures import EventSignatureChecker
+from homeserver.crypto.signing import countersign_event
 from homeserver.errors import Codes, Forbidden, MatrixError, NotFound
 from homeserver.events.event import MEMBER, Event
 from homeserver.events.validation import validate_pdu
+from homeserver.handlers.room_member import AUTHORISER
 from homeserver.handlers.sync_summary import current_stripped_state
 from homeserver.identifiers import domain_of
 
@@ -94,8 +96,13 @@ class JoinHandler:
                 status=400,
                 room_version=room_version.identifier,
             )
+        content = {"membership": membership}
+        if membership == "join":
+            authoriser = await self.core.room_api.members.join_authoriser(room_id, user_id)
+            if authoriser is not None:
+                content[AUTHORISER] = authoriser
         _, template = await self.core.events.event_template(
-            room_id, MEMBER, user_id, {"membership": membership}, user_id
+            room_id, MEMBER, user_id, content, user_id
         )
         return {"room_version": room_version.identifier, "event": template}
 
@@ -125,6 +132,9 @@ class JoinHandler:
                 f"Not a {membership} of the origin's user to this room with this event ID",
                 Codes.BAD_JSON,
             )
+        authoriser = event.content.get(AUTHORISER)
+        if membership == "join" and isinstance(authoriser, str):
+            event = await self._vouch(event, authoriser)
         failed = await self.signatures.failures([event])
         if failed:
             raise Forbidden(f"Signature check failed: {failed[event.event_id]}")
@@ -134,6 +144,19 @@ class JoinHandler:
         await self.relay.send_event(event_id, room_id, skip=[origin])
         logger.info("origin=%s %s user_id=%s room_id=%s", origin, membership, sender, room_id)
         return persisted.event
+
+    async def _vouch(self, event: Event, authoriser: str) -> Event:
+        """A restricted join naming one of our users as its authoriser (S-S API "Restricted
+        rooms"): checked against the allow list again, then countersigned, as the auth rules
+        only trust the authoriser's server's signature. A join naming another server's user
+        is left to that server's signature."""
+        if domain_of(authoriser) != self.server_name:
+            return event
+        await self.core.room_api.members.join_authoriser(event.room_id, event.sender)
+        pdu = countersign_event(
+            event.room_version, event.pdu, self.server_name, self.core.server.keys.signing_key
+        )
+        return Event(pdu, event.room_version)
 
     async def _joined_here(self, room_id: str) -> bool:
         members = await self.storage.rooms.get_users_in_room(room_id)

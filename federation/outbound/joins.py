@@ -24,6 +24,7 @@ from homeserver.events.validation import validate_pdu
 logger = logging.getLogger(__name__)
 
 JsonDict = dict[str, Any]
+_CANNOT_VOUCH = frozenset({Codes.UNABLE_TO_AUTHORISE_JOIN, Codes.UNABLE_TO_GRANT_JOIN})
 
 
 class RemoteJoiner:
@@ -56,6 +57,13 @@ class RemoteJoiner:
                 elif e.status == 404 and failure is None:
                     failure = MatrixError(
                         f"{server} is not in room {room_id}", Codes.NOT_FOUND, status=404
+                    )
+                elif e.errcode in _CANNOT_VOUCH and failure is None:
+                    # A restricted room whose allow list that server cannot check, or where
+                    # none of its users may invite: another server may (S-S API "Restricted
+                    # rooms"); if none can, the join is refused.
+                    failure = MatrixError(
+                        e.error or "No server could vouch for the join", Codes.FORBIDDEN, status=403
                     )
                 elif e.errcode == Codes.INCOMPATIBLE_ROOM_VERSION:
                     failure = MatrixError(
@@ -177,7 +185,9 @@ class RemoteJoiner:
         ):
             # S-S API make_join: such a template is malformed and must be discarded.
             raise ValueError(f"the template is not a {membership} of this user to this room")
-        pdu = {k: v for k, v in template.items() if k not in ("hashes", "signatures", "unsigned")}
+        # The template's origin is the resident's; the event names ours where it has one.
+        dropped = ("hashes", "signatures", "unsigned", "origin")
+        pdu = {k: v for k, v in template.items() if k not in dropped}
         pdu["content"] = {**template_content, **content, "membership": membership}
         pdu["origin_server_ts"] = self.core.clock.time_ms()
         if room_version.event_id_in_pdu:

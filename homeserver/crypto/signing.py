@@ -35,6 +35,17 @@ def hash_and_sign_event(
         existing.setdefault(name, {}).update(by_key)
 
 
+def countersign_event(
+    room_version: RoomVersion, pdu: Mapping[str, Any], server_name: str, key: SigningKey
+) -> dict[str, Any]:
+    """A copy of another server's `pdu` with this server's signature added (an invite to one
+    of our users, a restricted join we vouch for); its hashes and event ID are unchanged."""
+    signatures = {name: dict(by_key) for name, by_key in pdu.get("signatures", {}).items()}
+    for name, by_key in compute_event_signature(room_version, pdu, server_name, key).items():
+        signatures.setdefault(name, {}).update(by_key)
+    return {**pdu, "signatures": signatures}
+
+
 def verify_event_signature(
     room_version: RoomVersion, pdu: Mapping[str, Any], server_name: str, verify_key: VerifyKey
 ) -> bool:

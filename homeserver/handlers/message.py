@@ -128,8 +128,11 @@ class EventCreationHandler:
         checked against the auth rules first, so a server is never handed a template its
         event would fail with."""
         event = await self.build_event(room_id, event_type, sender, content, state_key)
-        unsigned = ("hashes", "signatures", "event_id", "origin", "unsigned")
-        return event.room_version, {k: v for k, v in event.pdu.items() if k not in unsigned}
+        unsigned = ("hashes", "signatures", "event_id", "unsigned")
+        template = {k: v for k, v in event.pdu.items() if k not in unsigned}
+        # The spec's templates name the resident server as their origin.
+        template["origin"] = self.server.server_name
+        return event.room_version, template
 
     async def create_room(
         self,

@@ -116,7 +116,7 @@ class RoomMemberHandler:
 
         authoriser = None
         if membership == "join" and old not in _UNRESTRICTED:
-            authoriser = await self._restricted_join_authoriser(room_version, room_id, target)
+            authoriser = await self.restricted_join_authoriser(room_version, room_id, target)
         content: dict[str, Any] = {"membership": membership}
         if membership in ("join", "knock"):
             # A knock carries the profile too, so that members can tell who is knocking.
@@ -167,7 +167,20 @@ class RoomMemberHandler:
         """Join `user_id` to the room: with a local event when a user of ours is in it, else
         through one of `servers` (S-S API "Joining Rooms"); returns the join's event ID."""
         if await self.storage.rooms.is_server_in_room(room_id, self.server_name):
-            return await self.update_membership(user_id, room_id, user_id, "join", reason=reason)
+            try:
+                return await self.update_membership(
+                    user_id, room_id, user_id, "join", reason=reason
+                )
+            except MatrixError as e:
+                if e.errcode != Codes.UNABLE_TO_GRANT_JOIN:
+                    raise
+                # Nobody here may vouch for the restricted join: a server whose users may
+                # invite can (S-S API "Restricted rooms").
+                servers = [*servers, *await self._servers_able_to_invite(room_id)]
+                if self.remote_joiner is None or not servers:
+                    raise Forbidden(e.message) from e
+                content = await self._remote_member_content(user_id, reason)
+                return await self.remote_joiner.join(user_id, room_id, servers, content)
         invite_id = await self.storage.rooms.get_current_state_event_id(room_id, MEMBER, user_id)
         if invite_id is not None:
             # An invite from another server: that server is in the room and can help.
@@ -212,14 +225,29 @@ class RoomMemberHandler:
             content["reason"] = reason
         return content
 
-    async def _restricted_join_authoriser(
+    async def join_authoriser(self, room_id: str, user_id: str) -> str | None:
+        """Who on this server vouches for `user_id`'s join to a restricted room (S-S API
+        make_join and send_join for another server's user); None when the user needs nobody
+        (a member or an invitee, or a room that is not restricted). Raises as
+        restricted_join_authoriser does."""
+        room_version = await self.storage.rooms.get_room_version(room_id)
+        if room_version is None:
+            raise NotFound(self.unknown_room_message(room_id))
+        if await self.storage.rooms.get_membership(room_id, user_id) in _UNRESTRICTED:
+            return None
+        return await self.restricted_join_authoriser(room_version, room_id, user_id)
+
+    async def restricted_join_authoriser(
         self, room_version: RoomVersion, room_id: str, user_id: str
     ) -> str | None:
         """For a join by a user who is neither a member nor invited: None unless the room is
         restricted (v8+) or knock_restricted (v10+); else the local member who vouches for the
         join (auth rules v8+, join_authorised_via_users_server), once the user is joined to a
         room of the allow list (C-S API "Restricted rooms", condition m.room_membership).
-        Raises Forbidden when the user meets no condition or nobody here may invite."""
+        Raises Forbidden when the user meets no condition, M_UNABLE_TO_AUTHORISE_JOIN when
+        the user is another server's and this server is in none of the allowed rooms (it
+        cannot tell), M_UNABLE_TO_GRANT_JOIN when nobody here may invite (S-S API
+        "Restricted rooms": the joining server then tries another server)."""
         state = await self.storage.rooms.get_current_state_for_keys(room_id, [JOIN_RULES_KEY])
         join_rules_id = state.get(JOIN_RULES_KEY)
         join_rules = await self.storage.events.get_event(join_rules_id) if join_rules_id else None
@@ -235,20 +263,50 @@ class RoomMemberHandler:
         # Only rooms this server is in can be checked; a condition on any other is unmet.
         joined = set(await self.storage.rooms.get_rooms_for_user(user_id, "join"))
         if not any(room in joined for room in allowed):
+            if domain_of(user_id) != self.server_name and not await self._in_any(allowed):
+                raise MatrixError(
+                    f"{self.server_name} is in none of the rooms whose members may join",
+                    Codes.UNABLE_TO_AUTHORISE_JOIN,
+                    status=400,
+                )
             raise Forbidden("You are not joined to any room whose members may join this room")
+        able = [m for m in await self._members_able_to_invite(room_id) if self._is_local(m)]
+        if not able:
+            raise MatrixError(
+                f"No user on {self.server_name} may authorise a join to {room_id}",
+                Codes.UNABLE_TO_GRANT_JOIN,
+                status=400,
+            )
+        # The most powerful member is the least likely to lose the right to invite meanwhile.
+        return able[0]
+
+    async def _in_any(self, room_ids: Sequence[str]) -> bool:
+        for room_id in room_ids:
+            if await self.storage.rooms.is_server_in_room(room_id, self.server_name):
+                return True
+        return False
+
+    async def _servers_able_to_invite(self, room_id: str) -> list[str]:
+        """The other servers with a joined member who may invite, the most powerful first:
+        those can vouch for a restricted join."""
+        able = await self._members_able_to_invite(room_id)
+        return list(dict.fromkeys(domain_of(m) for m in able if not self._is_local(m)))
+
+    async def _members_able_to_invite(self, room_id: str) -> list[str]:
+        """The joined members who may invite, the most powerful first (then by user ID)."""
         levels = await current_power_levels(self.storage, room_id)
         if levels is None:
             raise NotFound(self.unknown_room_message(room_id))
         invite_level = levels.named_level("invite")
-        able = sorted(
+        able = [
             member
             for member in await self.storage.rooms.get_users_in_room(room_id, "join")
-            if domain_of(member) == self.server_name and levels.user_level(member) >= invite_level
-        )
-        if not able:
-            raise Forbidden(f"No user on {self.server_name} may authorise a join to {room_id}")
-        # The most powerful member is the least likely to lose the right to invite meanwhile.
-        return max(able, key=levels.user_level)
+            if levels.user_level(member) >= invite_level
+        ]
+        return sorted(able, key=lambda member: (-levels.user_level(member), member))
+
+    def _is_local(self, user_id: str) -> bool:
+        return domain_of(user_id) == self.server_name
 
     async def check_local_user(self, user_id: str) -> None:
         """Whom invites (and createRoom's `invite`) can reach: our own users, and other
