@@ -24,6 +24,8 @@ logger = logging.getLogger(__name__)
 V1 = "/_matrix/federation/v1"
 # Events one /backfill asks for (the most a server of ours answers with).
 BACKFILL_LIMIT = 100
+# How long edges no server could fill are left alone.
+RETRY_AFTER_MS = 60_000
 
 
 class Backfiller:
@@ -42,12 +44,22 @@ class Backfiller:
         # place them in): not asked for again, or the history behind them, which we hold,
         # would take up every answer and keep the room's other edges from being fetched.
         self._unobtainable: LruCache[str, bool] = LruCache(10_000)
+        # Edges the servers that answered had nothing behind (history hidden from us): not
+        # asked for again for a while, or every page read across them would ask again. (A
+        # server that did not answer is asked again next time: it may be back.)
+        self._tried_at: LruCache[str, int] = LruCache(10_000)
+        self.clock = core.clock
 
     async def backfill(self, room_id: str, extremities: Sequence[str]) -> int:
         room_version = await self.storage.rooms.get_room_version(room_id)
         if room_version is None:
             return 0
+        now = self.clock.time_ms()
+        extremities = [e for e in extremities if not self._tried_lately(e, now)]
+        if not extremities:
+            return 0
         servers = await self.storage.federation_outbox.servers_in_room(room_id, self.server_name)
+        answered = False
         for server in sorted(servers):
             # Each pass that stores nothing drops the edge events the server sent us but we
             # refused, whose older history took up the answer: a few passes at most.
@@ -59,13 +71,21 @@ class Backfiller:
                 except (FederationError, MatrixError, ValueError, KeyError, TypeError) as e:
                     logger.info("room_id=%s backfill from %s failed: %s", room_id, server, e)
                     break
+                answered = True
                 for event_id in refused:
                     self._unobtainable.put(event_id, True)
                 if stored:
                     return stored
                 if not refused:
                     break  # this server has nothing more for us
+        if answered:
+            for event_id in extremities:
+                self._tried_at.put(event_id, now)
         return 0
+
+    def _tried_lately(self, event_id: str, now: int) -> bool:
+        tried = self._tried_at.get_hit(event_id)
+        return tried is not None and now - tried < RETRY_AFTER_MS
 
     async def _backfill_from(
         self, server: str, room_version: RoomVersion, room_id: str, wanted: Sequence[str]

@@ -31,6 +31,9 @@ MAX_LIMIT = 1000
 _MAX_ROUNDS = 5
 # Edge events one backfill starts from at most, the nearest to the page first.
 _BACKFILL_FROM = 5
+# Gaps within the pages of one /messages request filled at most (each costs a round trip
+# to another server; the next request goes on where this one stopped).
+_MAX_GAP_FILLS = 2
 
 
 def parse_token(token: str) -> Position:
@@ -265,6 +268,7 @@ class RoomReadHandler:
         last: TimelineRow | None = None
         more = False
         cursor = start
+        gaps_filled = 0
         for _round in range(_MAX_ROUNDS):
             rows = await self.extras.paginate(
                 room_id,
@@ -275,6 +279,16 @@ class RoomReadHandler:
                 **event_filter.sql_lists(),
             )
             more = len(rows) == limit - len(found)
+            if (
+                not forwards
+                and rows
+                and gaps_filled < _MAX_GAP_FILLS
+                and await self._backfill(room_id, cursor, rows[-1].depth)
+            ):
+                # History was missing among these events (this server was away while they
+                # were sent): it is stored now, so the same stretch is read again.
+                gaps_filled += 1
+                continue
             if rows:
                 last = rows[-1]
                 step = 0 if forwards else -1
@@ -292,13 +306,16 @@ class RoomReadHandler:
                 break
         return found, memberships, last, more
 
-    async def _backfill(self, room_id: str, cursor: Position | None) -> bool:
-        """Fetch the history before the room's earliest events we hold at or before
-        `cursor`; whether any was stored."""
+    async def _backfill(
+        self, room_id: str, cursor: Position | None, min_depth: int | None = None
+    ) -> bool:
+        """Fetch the history missing before the room's events we hold at or before `cursor`
+        (down to `min_depth`: a gap within a page; else the earliest edge); whether any
+        was stored."""
         if self.remote_backfill is None:
             return False
         extremities = await self.storage.events.get_backward_extremities(
-            room_id, cursor.depth if cursor is not None else None, _BACKFILL_FROM
+            room_id, cursor.depth if cursor is not None else None, _BACKFILL_FROM, min_depth
         )
         if not extremities:
             return False

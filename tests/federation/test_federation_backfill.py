@@ -4,6 +4,7 @@ and stored below its timeline; bad events in that history never reach clients.""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -15,7 +16,12 @@ from signedjson.types import SigningKey
 from homeserver.events.builder import EventBuilder
 from homeserver.events.event import CREATE, MEMBER, POWER_LEVELS
 from tests.federation.homeservers import Homeserver, homeservers
-from tests.federation.test_federation_rooms import join_via, wait_for_members
+from tests.federation.test_federation_rooms import (
+    DEADLINE_S,
+    join_via,
+    wait_for_members,
+    wait_for_message,
+)
 from tests.helpers.rest import V3, User
 from tests.helpers.spec_schemas import assert_response_valid
 
@@ -175,3 +181,58 @@ async def test_history_without_a_server_to_ask_ends_where_this_server_holds_it(
             f"m{n}" for n in range(4, -1, -1)
         ]
         assert (await b.core.storage.events.get_events([on_b[-1]]))[on_b[-1]].type == CREATE
+
+
+async def outbox_size(server: Homeserver, destination: str) -> int:
+    count = await server.core.storage.db.fetchval(
+        "SELECT COUNT(*) FROM federation_outbox WHERE destination = $1", destination
+    )
+    return int(count)
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+async def test_a_gap_in_the_middle_of_the_timeline_is_filled_when_read(
+    tmp_path: Path, engine: str
+) -> None:
+    async with homeservers(tmp_path, 2, engine) as (a, b):
+        alice = await a.rest.register("alice")
+        bob = await b.rest.register("bob")
+        room_id = await a.rest.create_room(alice, preset="public_chat")
+        await a.rest.send(alice, room_id, "before")
+        await join_via(b, bob, room_id, a)
+        await wait_for_message(b, bob, room_id, "before")
+
+        # B is away while alice sends 60 messages, and A gives up on queueing them for B (as
+        # Synapse's catch-up does, which sends a room's latest event only): when B is back,
+        # the next message arrives with 60 events missing before it. /get_missing_events
+        # brings the latest 10; the 50 before them are a gap in B's timeline.
+        await b.stop()
+        for n in range(60):
+            await a.rest.send(alice, room_id, f"away {n}")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DEADLINE_S
+        while await outbox_size(a, b.server_name) < 60 and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        await a.core.storage.db.execute(
+            "DELETE FROM federation_outbox WHERE destination = $1", b.server_name
+        )
+        await b.start()
+        await b.rest.send(bob, room_id, "bob is back")  # B contacts A, which retries B now
+        after = await a.rest.send(alice, room_id, "after")
+        deadline = loop.time() + DEADLINE_S
+        while not await b.core.storage.events.have_events([after]):
+            assert loop.time() < deadline, "the message after the gap never arrived"
+            await asyncio.sleep(0.05)
+        away_ids = await read_back(a, alice, room_id, 100)
+        held = await b.core.storage.events.have_events(away_ids)
+        # B holds the room's start, the last 10 of alice's messages and what came after.
+        assert len(away_ids) - len(held) == 50
+
+        # Reading back across the gap fills it: bob sees every message, in A's order.
+        on_b = await read_back(b, bob, room_id, 20)
+        on_a = await read_back(a, alice, room_id, 20)
+        messages_on_a = [x for x in await bodies(a, on_a) if x is not None]
+        assert [x for x in await bodies(b, on_b) if x is not None] == messages_on_a
+        assert [f"away {n}" for n in range(59, -1, -1)] == [
+            x for x in messages_on_a if x.startswith("away")
+        ]

@@ -156,19 +156,24 @@ class EventsStore:
         return {r[0] for r in rows}
 
     async def get_backward_extremities(
-        self, room_id: str, max_depth: int | None, limit: int
+        self, room_id: str, max_depth: int | None, limit: int, min_depth: int | None = None
     ) -> list[str]:
-        """The earliest edge of the room's timeline here: prev events that we lack, or hold
-        only as outliers, of the room's timeline events at most `max_depth` deep; those
-        cited by the deepest events first. Reads the events_room_topo index from
-        `max_depth` down, so at the bottom of the timeline it reads little."""
-        depth_bound = "" if max_depth is None else " AND e.depth <= $3"
-        args = [room_id, limit] if max_depth is None else [room_id, limit, max_depth]
+        """The edges of the room's timeline here: prev events that we lack, or hold only as
+        outliers, of the room's timeline events between `min_depth` and `max_depth` deep
+        (the earliest edge, or a gap in the middle); those cited by the deepest events
+        first. Reads the events_room_topo index from `max_depth` down, so at the bottom of
+        the timeline, or over one page's depths, it reads little."""
+        args: list[object] = [room_id, limit]
+        depth_bounds = ""
+        for bound, operator in ((max_depth, "<="), (min_depth, ">=")):
+            if bound is not None:
+                args.append(bound)
+                depth_bounds += f" AND e.depth {operator} ${len(args)}"
         rows = await self.db.fetch(
             "SELECT ed.prev_event_id, MAX(e.depth) AS child_depth FROM events e"
             " JOIN event_edges ed ON ed.event_id = e.event_id"
             " LEFT JOIN events p ON p.event_id = ed.prev_event_id"
-            f" WHERE e.room_id = $1 AND NOT e.outlier{depth_bound}"
+            f" WHERE e.room_id = $1 AND NOT e.outlier{depth_bounds}"
             " AND (p.event_id IS NULL OR p.outlier)"
             " GROUP BY ed.prev_event_id ORDER BY child_depth DESC, ed.prev_event_id LIMIT $2",
             *args,

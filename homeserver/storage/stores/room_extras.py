@@ -53,6 +53,10 @@ class _Params:
         return len(self.values) + 1
 
 
+# Below every stream ordering, backfilled history's negative ones included.
+_BEFORE_ANY_STREAM = -(2**62)
+
+
 def _at_or_before(pos: Position, params: _Params) -> str:
     if pos.depth is None:
         return f"stream_ordering <= {params.add(pos.stream)}"
@@ -258,9 +262,8 @@ class RoomExtrasStore:
         events_room_topo index.
 
         A stream position (a /sync token) bounds by stream ordering and, for the index, also
-        topologically at the last event it covers. In a room whose DAG forked, an event deeper
-        than that one but earlier in the stream is then left out; local rooms, whose depth
-        grows with the stream, lose nothing."""
+        topologically, loosely enough to lose nothing: an event that arrived late from another
+        server may be shallower than events that came before it in the stream."""
         params = _Params()
         where = [f"room_id = {params.add(room_id)}", _LIVE]
         lower, upper = (from_pos, to_pos) if forwards else (to_pos, from_pos)
@@ -270,12 +273,11 @@ class RoomExtrasStore:
             where.append(condition(bound, params))
             if bound.depth is None:
                 # A stream position alone would make the scan read every event on one side of
-                # it and sort them; bound it topologically too, at the last event it covers.
-                at = await self._last_by_stream(room_id, bound.stream)
-                if at is not None:
-                    where.append(condition(Position(at.stream_ordering, at.depth), params))
-                elif condition is _at_or_before:
-                    return []  # no event at or before that position
+                # it and sort them; bound it topologically too.
+                edge = await self._topological_edge(room_id, bound.stream, condition is _after)
+                if edge is None:
+                    return []  # no event on that side of the position
+                where.append(condition(edge, params))
         for column, values, negate in (
             ("type", types, False),
             ("type", not_types, True),
@@ -296,16 +298,28 @@ class RoomExtrasStore:
         )
         return [TimelineRow(r[0], r[1], r[2]) for r in rows]
 
-    async def _last_by_stream(self, room_id: str, stream: int) -> TimelineRow | None:
-        """The room's live event with the highest stream ordering <= `stream`
-        (events_room_stream index)."""
+    async def _topological_edge(self, room_id: str, stream: int, after: bool) -> Position | None:
+        """The topological bound of the room's live events after a stream position (after)
+        or at or before it: for those at or before, the deepest of them (events_room_topo
+        read from the top down to the first); for those after, just below the shallowest of
+        them (events_room_stream read from the position on). Both read the events that came
+        after the position, which a token from /sync keeps few. None: there are none."""
+        if after:
+            depth = await self.db.fetchval(
+                f"SELECT MIN(depth) FROM events WHERE room_id = $1 AND stream_ordering > $2"
+                f" AND {_LIVE}",
+                room_id,
+                stream,
+            )
+            return None if depth is None else Position(stream=_BEFORE_ANY_STREAM, depth=depth)
         row = await self.db.fetchrow(
-            f"SELECT event_id, depth, stream_ordering FROM events WHERE room_id = $1"
-            f" AND stream_ordering <= $2 AND {_LIVE} ORDER BY stream_ordering DESC LIMIT 1",
+            f"SELECT depth, stream_ordering FROM events WHERE room_id = $1"
+            f" AND stream_ordering <= $2 AND {_LIVE}"
+            " ORDER BY depth DESC, stream_ordering DESC LIMIT 1",
             room_id,
             stream,
         )
-        return None if row is None else TimelineRow(row[0], row[1], row[2])
+        return None if row is None else Position(stream=row[1], depth=row[0])
 
     async def get_redactions_of(self, event_ids: Collection[str]) -> list[tuple[str, str]]:
         """(redaction event ID, redacted event ID) of the accepted redactions targeting
