@@ -17,10 +17,12 @@ from federation.inbound.queries import QueryHandler
 from federation.inbound.reads import FederationReads
 from federation.inbound.transactions import TransactionHandler
 from federation.outbound.backfill import Backfiller
+from federation.outbound.hierarchy import FederationHierarchy
 from federation.outbound.invites import RemoteInviter
 from federation.outbound.joins import RemoteJoiner
 from federation.outbound.keys import FederationKeys
 from federation.outbound.missing_events import MissingEventsFetcher
+from federation.outbound.public_rooms import FederationPublicRooms
 from federation.outbound.queries import FederationQueries
 from federation.sender.edus import (
     OutboundDeviceLists,
@@ -98,6 +100,9 @@ def build_federation(core: Core, config: FederationConfig, media: MediaRepositor
         e2e_keys=core.e2e_keys,
         on_contact=sender.retry_now,
         media=FederationMedia(media),
+        openid=core.openid,
+        public_rooms=core.room_api.public_rooms,
+        hierarchy=core.room_api.hierarchy,
     )
     media.remote = RemoteMedia(media, transport)
     core.room_api.members.remote_inviter = RemoteInviter(core, transport, signatures)
@@ -105,6 +110,8 @@ def build_federation(core: Core, config: FederationConfig, media: MediaRepositor
     core.device_lists.remote = OutboundDeviceLists(sender, storage.e2e_keys)
     queries = FederationQueries(transport)
     core.room_api.directory.remote = queries
+    core.room_api.hierarchy.remote = FederationHierarchy(transport, server_name)
+    core.room_api.public_rooms.remote = FederationPublicRooms(transport)
     core.profile.remote = queries
     core.room_api.members.remote_joiner = RemoteJoiner(core, transport, signatures)
     core.room_api.reads.remote_backfill = Backfiller(core, transport, signatures)

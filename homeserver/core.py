@@ -17,6 +17,7 @@ from homeserver.handlers.e2e_keys import E2eKeysHandler
 from homeserver.handlers.filters import FilterHandler
 from homeserver.handlers.key_backup import KeyBackupHandler
 from homeserver.handlers.message import EventCreationHandler, LocalServer
+from homeserver.handlers.openid import OpenIdTokens
 from homeserver.handlers.persistence import EventPersister
 from homeserver.handlers.presence import PresenceHandler
 from homeserver.handlers.profile import ProfileHandler
@@ -72,6 +73,8 @@ class Core:
     dehydrated_devices: DehydratedDeviceHandler
     # Server-side key backups.
     key_backup: KeyBackupHandler
+    # OpenID tokens for third parties (C-S and S-S API "OpenID").
+    openid: OpenIdTokens
 
 
 def build_core(
@@ -140,6 +143,7 @@ def build_core(
         ),
         dehydrated_devices=DehydratedDeviceHandler(storage, device_lists, clock),
         key_backup=KeyBackupHandler(storage.key_backup),
+        openid=OpenIdTokens(storage.openid, server_name, clock),
     )
     # The per-user streams beside room events, each under its slot of the sync token.
     core.sync.add_source("typing", core.typing)

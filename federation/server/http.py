@@ -21,6 +21,9 @@ from federation.inbound.transactions import TransactionHandler
 from homeserver.clock import Clock
 from homeserver.errors import Codes, MatrixError
 from homeserver.handlers.e2e_keys import E2eKeysHandler
+from homeserver.handlers.hierarchy import HierarchyHandler
+from homeserver.handlers.openid import OpenIdTokens
+from homeserver.handlers.public_rooms import PublicRoomsHandler
 
 # A transaction of 50 PDUs of up to 64 KiB each and 100 EDUs is several megabytes: more than
 # a client request may be, so federation reads its bodies with a limit of its own.
@@ -44,6 +47,12 @@ class FederationServer:
     # This server's media for other servers (None: no content repository, the endpoints are
     # unknown).
     media: FederationMedia | None = None
+    # Exchanges OpenID tokens for user IDs (None: the endpoint is unknown).
+    openid: OpenIdTokens | None = None
+    # This server's published room directory (None: the endpoints are unknown).
+    public_rooms: PublicRoomsHandler | None = None
+    # Space trees for other servers (None: the endpoint is unknown).
+    hierarchy: HierarchyHandler | None = None
 
 
 FEDERATION = web.AppKey("federation", FederationServer)

@@ -3,15 +3,18 @@ and hands it to a domain handler."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
 from federation.inbound.media import FederationMedia
 from federation.server.http import authenticated, federation_of, server_version
 from homeserver.errors import Codes, MatrixError
+from homeserver.handlers.public_rooms import DirectoryQuery, PublicRoomsHandler
 from media_repo.repository import DEFAULT_TIMEOUT_MS
 from media_repo.routes import SECURITY_HEADERS, thumbnail_request
+
+T = TypeVar("T")
 
 V1 = "/_matrix/federation/v1"
 V2 = "/_matrix/federation/v2"
@@ -149,11 +152,55 @@ async def media_thumbnail(request: web.Request) -> web.Response:
     return web.Response(body=answer, headers=SECURITY_HEADERS)
 
 
-def _media(request: web.Request) -> FederationMedia:
-    media = federation_of(request).media
-    if media is None:
+def _offered(handler: T | None) -> T:
+    """A handler this server may be built without (media, OpenID, directory, spaces): its
+    endpoints are unknown when it is absent."""
+    if handler is None:
         raise MatrixError("Unrecognized request", Codes.UNRECOGNIZED, status=404)
-    return media
+    return handler
+
+
+def _media(request: web.Request) -> FederationMedia:
+    return _offered(federation_of(request).media)
+
+
+async def openid_userinfo(request: web.Request) -> web.Response:
+    # No X-Matrix signature: the caller is a third party (an integration manager, say) holding
+    # a token the user gave it (S-S API "OpenID").
+    openid = _offered(federation_of(request).openid)
+    token = request.query.get("access_token")
+    if token is None:
+        # openid.yaml answers only 200 and 401: a missing token is a 401 as for any endpoint.
+        raise MatrixError("Missing access token", Codes.MISSING_TOKEN)
+    return web.json_response(await openid.user_info(token))
+
+
+async def get_public_rooms(request: web.Request) -> web.Response:
+    await authenticated(request)
+    query = DirectoryQuery.from_query(request.query)
+    return web.json_response(await _public_rooms(request).local_rooms(query))
+
+
+async def post_public_rooms(request: web.Request) -> web.Response:
+    _origin, body = await authenticated(request)
+    query = DirectoryQuery.from_body(_object(body))
+    return web.json_response(await _public_rooms(request).local_rooms(query))
+
+
+def _public_rooms(request: web.Request) -> PublicRoomsHandler:
+    return _offered(federation_of(request).public_rooms)
+
+
+async def hierarchy(request: web.Request) -> web.Response:
+    origin, _ = await authenticated(request)
+    handler = _offered(federation_of(request).hierarchy)
+    suggested_only = request.query.get("suggested_only", "false")
+    if suggested_only not in ("true", "false"):
+        raise MatrixError("suggested_only must be true or false", Codes.INVALID_PARAM)
+    answer = await handler.federation_hierarchy(
+        origin, request.match_info["roomId"], suggested_only == "true"
+    )
+    return web.json_response(answer)
 
 
 def _event_ids(body: dict[str, Any], name: str) -> list[str]:
@@ -262,5 +309,9 @@ def install_federation_routes(router: web.UrlDispatcher) -> None:
     router.add_get(f"{V1}/user/devices/{{userId}}", user_devices)
     router.add_get(f"{V1}/query/directory", query_directory)
     router.add_get(f"{V1}/query/profile", query_profile)
+    router.add_get(f"{V1}/hierarchy/{{roomId}}", hierarchy)
+    router.add_get(f"{V1}/publicRooms", get_public_rooms)
+    router.add_post(f"{V1}/publicRooms", post_public_rooms)
     router.add_get(f"{V1}/media/download/{{mediaId}}", media_download)
     router.add_get(f"{V1}/media/thumbnail/{{mediaId}}", media_thumbnail)
+    router.add_get(f"{V1}/openid/userinfo", openid_userinfo)

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from homeserver.clock import Clock
 from homeserver.handlers.client_events import ClientEventSerializer
 from homeserver.handlers.directory import DirectoryHandler
+from homeserver.handlers.hierarchy import HierarchyHandler
 from homeserver.handlers.message import EventCreationHandler
+from homeserver.handlers.public_rooms import PublicRoomsHandler
 from homeserver.handlers.room import RoomCreationHandler
 from homeserver.handlers.room_create import RoomCreator
 from homeserver.handlers.room_member import RoomMemberHandler
@@ -32,6 +34,10 @@ class RoomHandlers:
     reads: RoomReadHandler
     # What a directory or a space hierarchy shows of rooms, batched.
     summaries: RoomSummaries
+    # Space trees (C-S and S-S API GET /hierarchy).
+    hierarchy: HierarchyHandler
+    # The published room directory (/publicRooms, /directory/list/room).
+    public_rooms: PublicRoomsHandler
 
 
 def build_room_handlers(
@@ -42,6 +48,7 @@ def build_room_handlers(
     serializer = ClientEventSerializer(storage, extras, visibility, clock)
     members = RoomMemberHandler(storage, extras, events)
     directory = DirectoryHandler(storage, extras, events, clock)
+    summaries = RoomSummaries(storage)
     return RoomHandlers(
         extras=extras,
         visibility=visibility,
@@ -51,5 +58,7 @@ def build_room_handlers(
         send=RoomSendHandler(storage, extras, events, members, directory, clock),
         create=RoomCreator(rooms, members, directory, storage),
         reads=RoomReadHandler(storage, extras, visibility, serializer, clock),
-        summaries=RoomSummaries(storage),
+        summaries=summaries,
+        public_rooms=PublicRoomsHandler(storage, extras, summaries, events.server.server_name),
+        hierarchy=HierarchyHandler(storage, summaries, events.server.server_name, clock),
     )

@@ -20,6 +20,7 @@ from homeserver.storage.stores.federation_txns import FederationTxnStore
 from homeserver.storage.stores.filters import FiltersStore
 from homeserver.storage.stores.key_backup import KeyBackupStore
 from homeserver.storage.stores.media import MediaStore
+from homeserver.storage.stores.openid import OpenIdStore
 from homeserver.storage.stores.persist import PersistEventsStore
 from homeserver.storage.stores.room_extras import RoomExtrasStore
 from homeserver.storage.stores.rooms import RoomsStore
@@ -62,6 +63,7 @@ class Storage:
     federation_txns: FederationTxnStore
     key_backup: KeyBackupStore
     server_keys: ServerKeysStore
+    openid: OpenIdStore
 
     async def close(self) -> None:
         # Closing the Database also releases its single-writer claim (lock_single_writer).
@@ -129,4 +131,5 @@ async def storage_on(db: Database) -> Storage:
         federation_txns=FederationTxnStore(db),
         key_backup=KeyBackupStore(db),
         server_keys=ServerKeysStore(db),
+        openid=OpenIdStore(db),
     )

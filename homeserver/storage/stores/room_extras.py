@@ -197,6 +197,18 @@ class RoomExtrasStore:
         )
         return str(value) if value is not None else "private"
 
+    async def count_members_of_published_rooms(self) -> dict[str, int]:
+        """The rooms published in the directory with their joined member counts, in one query
+        (rooms with no joined member here, or no state at all, are absent)."""
+        rows = await self.db.fetch(
+            "SELECT d.room_id, COUNT(*) FROM room_directory d"
+            " JOIN current_state_events c ON c.room_id = d.room_id"
+            " WHERE d.visibility = 'public'"
+            " AND c.type = 'm.room.member' AND c.membership = 'join'"
+            " GROUP BY d.room_id"
+        )
+        return {r[0]: int(r[1]) for r in rows}
+
     # -- state at many events, a few keys ------------------------------------------------
 
     async def get_state_at_groups(

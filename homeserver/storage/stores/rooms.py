@@ -140,3 +140,32 @@ class RoomsStore:
             membership,
         )
         return [r[0] for r in rows]
+
+    async def get_current_state_of_type(
+        self, room_ids: Collection[str], event_type: str
+    ) -> dict[str, dict[str, str]]:
+        """Each room's current state events of one type, by state key (the m.space.child
+        events of several spaces), in one query."""
+        clause, rooms = self.db.in_list("room_id", 1, room_ids)
+        rows = await self.db.fetch(
+            "SELECT room_id, state_key, event_id FROM current_state_events"
+            f" WHERE {clause} AND type = $2",
+            rooms,
+            event_type,
+        )
+        state: dict[str, dict[str, str]] = {}
+        for room_id, state_key, event_id in rows:
+            state.setdefault(room_id, {})[state_key] = event_id
+        return state
+
+    async def rooms_with_server(self, room_ids: Collection[str], server_name: str) -> set[str]:
+        """Which of the rooms a user of `server_name` is joined to now, in one query."""
+        clause, rooms = self.db.in_list("room_id", 1, room_ids)
+        rows = await self.db.fetch(
+            "SELECT DISTINCT room_id FROM current_state_events"
+            f" WHERE {clause} AND type = 'm.room.member' AND membership = 'join'"
+            " AND state_key LIKE $2",
+            rooms,
+            f"%:{server_name}",
+        )
+        return {r[0] for r in rows}
