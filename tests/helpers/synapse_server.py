@@ -26,6 +26,8 @@ from typing import Any
 import aiohttp
 import yaml
 
+from tests.helpers.tls import CertAuthority
+
 
 def _unlimited() -> dict[str, int]:
     return {"per_second": 10000, "burst_count": 10000}
@@ -247,6 +249,60 @@ def synapse_process(
         log_path=directory / "server.log",
         cwd=directory,
     )
+
+
+def federating_synapse_process(
+    directory: Path, ca: CertAuthority, log_level: str = "WARNING"
+) -> tuple[ServerProcess, str]:
+    """Synapse serving client, federation and media APIs over TLS on 127.0.0.1 with the
+    server name "127.0.0.1:<port>", trusting `ca` and allowed to reach loopback addresses;
+    returns the process (not started) and its server name."""
+    port = free_port()
+    server_name = f"127.0.0.1:{port}"
+    directory.mkdir(parents=True, exist_ok=True)
+    cert = ca.ca.issue_cert("127.0.0.1")
+    cert_path, key_path = directory / "tls.crt", directory / "tls.key"
+    cert.cert_chain_pems[0].write_to_path(str(cert_path))
+    cert.private_key_pem.write_to_path(str(key_path))
+    config_path = write_synapse_config(
+        directory,
+        port,
+        server_name=server_name,
+        extra={
+            "listeners": [
+                {
+                    "port": port,
+                    "bind_addresses": ["127.0.0.1"],
+                    "type": "http",
+                    "tls": True,
+                    "x_forwarded": False,
+                    "resources": [{"names": ["client", "federation", "media"]}],
+                }
+            ],
+            "tls_certificate_path": str(cert_path),
+            "tls_private_key_path": str(key_path),
+            "federation_custom_ca_list": [str(ca.ca_file)],
+            "federation_verify_certificates": True,
+            # Our servers are on 127.0.0.1, which Synapse refuses to reach unless allowed;
+            # its federation client checks IP-literal server names against this list only.
+            "federation_ip_range_blacklist": [],
+            "ip_range_whitelist": ["127.0.0.0/8"],
+            "federation_domain_whitelist": None,
+        },
+    )
+    log_config = directory / "log.config"
+    log_config.write_text(
+        log_config.read_text().replace("root:\n  level: WARNING", f"root:\n  level: {log_level}")
+    )
+    process = ServerProcess(
+        name="synapse",
+        argv=[sys.executable, "-m", "synapse.app.homeserver", "-c", str(config_path)],
+        port=port,
+        log_path=directory / "server.log",
+        cwd=directory,
+        ssl_context=ssl.create_default_context(cafile=str(ca.ca_file)),
+    )
+    return process, server_name
 
 
 def rss_kib(pid: int) -> int | None:

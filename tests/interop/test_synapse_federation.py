@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import ssl
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import quote
@@ -28,7 +26,7 @@ from tests.federation.test_federation_rooms import (
     wait_for_message,
 )
 from tests.helpers.rest import V3, RestHelper, User
-from tests.helpers.synapse_server import ServerProcess, free_port, write_synapse_config
+from tests.helpers.synapse_server import federating_synapse_process
 from tests.helpers.tls import CertAuthority, make_ca
 from tests.interop.availability import require_synapse
 
@@ -47,54 +45,10 @@ class Synapse:
 
 
 async def start_synapse(directory: Path, ca: CertAuthority) -> AsyncIterator[Synapse]:
-    port = free_port()
-    server_name = f"127.0.0.1:{port}"
-    cert = ca.ca.issue_cert("127.0.0.1")
-    cert_path, key_path = directory / "tls.crt", directory / "tls.key"
-    cert.cert_chain_pems[0].write_to_path(str(cert_path))
-    cert.private_key_pem.write_to_path(str(key_path))
-    config_path = write_synapse_config(
-        directory,
-        port,
-        server_name=server_name,
-        extra={
-            "listeners": [
-                {
-                    "port": port,
-                    "bind_addresses": ["127.0.0.1"],
-                    "type": "http",
-                    "tls": True,
-                    "x_forwarded": False,
-                    "resources": [{"names": ["client", "federation", "media"]}],
-                }
-            ],
-            "tls_certificate_path": str(cert_path),
-            "tls_private_key_path": str(key_path),
-            "federation_custom_ca_list": [str(ca.ca_file)],
-            "federation_verify_certificates": True,
-            # Our server is on 127.0.0.1, which Synapse refuses to reach unless allowed; its
-            # federation client checks IP-literal server names against this list only.
-            "federation_ip_range_blacklist": [],
-            "ip_range_whitelist": ["127.0.0.0/8"],
-            "federation_domain_whitelist": None,
-        },
-    )
     # INFO, so that the log says what went wrong when a test fails.
-    log_config = directory / "log.config"
-    log_config.write_text(
-        log_config.read_text().replace("root:\n  level: WARNING", "root:\n  level: INFO")
-    )
-    client_ssl = ssl.create_default_context(cafile=str(ca.ca_file))
-    process = ServerProcess(
-        name="synapse",
-        argv=[sys.executable, "-m", "synapse.app.homeserver", "-c", str(config_path)],
-        port=port,
-        log_path=directory / "server.log",
-        cwd=directory,
-        ssl_context=client_ssl,
-    )
+    process, server_name = federating_synapse_process(directory, ca, log_level="INFO")
     await process.start()
-    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_ssl))
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=process.ssl_context))
     try:
         yield Synapse(server_name, RestHelper(HttpClient(session, process.base_url)))
     finally:
