@@ -19,6 +19,7 @@ import ssl
 import subprocess
 import sys
 import time
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,19 +89,41 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def synapse_virtualenv() -> str:
+    """The Python of a virtualenv of Synapse's own (.venv-synapse beside the project), made
+    on first use with the `interop` extra's Synapse from PyPI: the federation interop test
+    runs Synapse as a peer would, apart from our dependencies."""
+    root = Path(__file__).resolve().parents[2]
+    with open(root / "pyproject.toml", "rb") as f:
+        [requirement] = tomllib.load(f)["project"]["optional-dependencies"]["interop"]
+    venv = root / ".venv-synapse"
+    python = venv / "bin" / "python"
+    marker = venv / "installed.txt"
+    if not marker.exists() or marker.read_text() != requirement:
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", requirement],
+            check=True,
+            timeout=1200,
+        )
+        marker.write_text(requirement)
+    return str(python)
+
+
 def write_synapse_config(
     directory: Path,
     port: int,
     server_name: str = "synapse.local",
     extra: dict[str, Any] | None = None,
+    python: str = sys.executable,
 ) -> Path:
     """Generate a Synapse config in `directory` and edit it for the benchmark (`extra` last);
-    returns its path."""
+    returns its path. `python` is the interpreter Synapse is installed for."""
     directory.mkdir(parents=True, exist_ok=True)
     config_path = directory / "homeserver.yaml"
     subprocess.run(
         [
-            sys.executable,
+            python,
             "-m",
             "synapse.app.homeserver",
             "--generate-config",
@@ -252,11 +275,11 @@ def synapse_process(
 
 
 def federating_synapse_process(
-    directory: Path, ca: CertAuthority, log_level: str = "WARNING"
+    directory: Path, ca: CertAuthority, log_level: str = "WARNING", python: str = sys.executable
 ) -> tuple[ServerProcess, str]:
-    """Synapse serving client, federation and media APIs over TLS on 127.0.0.1 with the
-    server name "127.0.0.1:<port>", trusting `ca` and allowed to reach loopback addresses;
-    returns the process (not started) and its server name."""
+    """Synapse (installed for `python`) serving client, federation and media APIs over TLS on
+    127.0.0.1 with the server name "127.0.0.1:<port>", trusting `ca` and allowed to reach
+    loopback addresses; returns the process (not started) and its server name."""
     port = free_port()
     server_name = f"127.0.0.1:{port}"
     directory.mkdir(parents=True, exist_ok=True)
@@ -268,6 +291,7 @@ def federating_synapse_process(
         directory,
         port,
         server_name=server_name,
+        python=python,
         extra={
             "listeners": [
                 {
@@ -296,7 +320,7 @@ def federating_synapse_process(
     )
     process = ServerProcess(
         name="synapse",
-        argv=[sys.executable, "-m", "synapse.app.homeserver", "-c", str(config_path)],
+        argv=[python, "-m", "synapse.app.homeserver", "-c", str(config_path)],
         port=port,
         log_path=directory / "server.log",
         cwd=directory,

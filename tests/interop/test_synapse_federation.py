@@ -1,7 +1,9 @@
-"""Federation with a real Synapse (the `matrix-synapse` PyPI package, installed by the
-`interop` extra): Synapse runs as a subprocess with a TLS federation listener on 127.0.0.1,
-both servers trust one test CA and allow loopback addresses, and each fetches the other's
-keys itself. Run alone with `pytest -m synapse_federation`; `.ci/run` runs it with the rest.
+"""Federation with a real Synapse: the `matrix-synapse` release the `interop` extra names,
+installed on first use into a virtualenv of its own (.venv-synapse), runs as a subprocess with
+a TLS federation listener on 127.0.0.1; both servers trust one test CA and allow loopback
+addresses, and each fetches the other's keys itself. Runs where the `interop` extra is
+installed (as the differential tests); alone with `pytest -m synapse_federation`; `.ci/run`
+runs it with the rest.
 
 What a Synapse peer needs from our side, and we from it, is in README.md ("Federating with
 Synapse")."""
@@ -26,7 +28,7 @@ from tests.federation.test_federation_rooms import (
     wait_for_message,
 )
 from tests.helpers.rest import V3, RestHelper, User
-from tests.helpers.synapse_server import federating_synapse_process
+from tests.helpers.synapse_server import federating_synapse_process, synapse_virtualenv
 from tests.helpers.tls import CertAuthority, make_ca
 from tests.interop.availability import require_synapse
 
@@ -46,7 +48,9 @@ class Synapse:
 
 async def start_synapse(directory: Path, ca: CertAuthority) -> AsyncIterator[Synapse]:
     # INFO, so that the log says what went wrong when a test fails.
-    process, server_name = federating_synapse_process(directory, ca, log_level="INFO")
+    process, server_name = federating_synapse_process(
+        directory, ca, log_level="INFO", python=await asyncio.to_thread(synapse_virtualenv)
+    )
     await process.start()
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=process.ssl_context))
     try:
