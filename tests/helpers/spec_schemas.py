@@ -16,6 +16,9 @@ from referencing.jsonschema import DRAFT202012
 SPEC_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "matrix-spec" / "data"
 
 
+# Every validator's registry retrieves the files its $refs name again on each validation;
+# the parsed files are the same each time, so they are read once per test run.
+@functools.cache
 def _retrieve(uri: str) -> Resource[Any]:
     path = Path(uri.removeprefix("file://"))
     return Resource.from_contents(yaml.safe_load(path.read_text()), DRAFT202012)
