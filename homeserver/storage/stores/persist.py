@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from canonicaljson import encode_canonical_json
 
@@ -63,6 +64,28 @@ class PersistedEvent:
     stream_ordering: int
 
 
+@dataclass(frozen=True)
+class IndexedEvent:
+    """An event as an EventIndexer sees it in the transaction that stores it."""
+
+    event: Event
+    stream_ordering: int
+    # In the room's history (not an outlier), accepted by the auth rules and not soft-failed:
+    # what clients may be shown.
+    accepted: bool
+    backfilled: bool
+
+
+class EventIndexer(Protocol):
+    """Rows derived from events (relations, search text, push actions), written in the same
+    transaction as the events: a crash never leaves an event without them or them without
+    the event."""
+
+    async def index_events_txn(
+        self, txn: Txn, room_id: str, events: Sequence[IndexedEvent]
+    ) -> None: ...
+
+
 class PersistEventsStore:
     def __init__(
         self,
@@ -79,6 +102,11 @@ class PersistEventsStore:
         self.backfill_ids = backfill_ids
         # Rooms whose `rooms` row certainly exists, so most batches skip that insert.
         self._known_rooms: set[str] = set()
+        # Called in every transaction that stores events (add_indexer).
+        self._indexers: list[EventIndexer] = []
+
+    def add_indexer(self, indexer: EventIndexer) -> None:
+        self._indexers.append(indexer)
 
     async def persist_events(
         self,
@@ -118,6 +146,7 @@ class PersistEventsStore:
                 )
                 await self._insert_events_txn(txn, items, positions, now)
                 await self._insert_edges_txn(txn, items)
+                await self._index_txn(txn, room_id, items, positions, backfilled)
                 if forward_extremities is not None:
                     await self._change_forward_extremities_txn(txn, room_id, forward_extremities)
                 if current_state_delta:
@@ -165,9 +194,42 @@ class PersistEventsStore:
                 "DELETE FROM room_memberships WHERE event_id = $1",
                 [(e.event_id,) for e, ctx in items if ctx.rejected_reason is not None],
             )
+            if self._indexers:
+                clause, ids = self.db.in_list("event_id", 1, [e.event_id for e, _ in items])
+                rows = await txn.fetch(
+                    f"SELECT event_id, stream_ordering FROM events WHERE {clause}", ids
+                )
+                positions = {r[0]: r[1] for r in rows}
+                by_room: dict[str, list[tuple[Event, EventContext]]] = {}
+                for event, ctx in items:
+                    by_room.setdefault(event.room_id, []).append((event, ctx))
+                for room_id, room_items in by_room.items():
+                    await self._index_txn(txn, room_id, room_items, positions, backfilled=True)
         # Outliers' rows are never cached, so this reads the rows just written.
         metas = await self.events.get_event_metas([e.event_id for e, _ in items])
         return [PersistedEvent(e, metas[e.event_id].stream_ordering) for e, _ in items]
+
+    async def _index_txn(
+        self,
+        txn: Txn,
+        room_id: str,
+        items: Sequence[tuple[Event, EventContext]],
+        positions: Mapping[str, int],
+        backfilled: bool,
+    ) -> None:
+        if not self._indexers:
+            return
+        indexed = [
+            IndexedEvent(
+                event,
+                positions[event.event_id],
+                accepted=not ctx.outlier and ctx.rejected_reason is None and not ctx.soft_failed,
+                backfilled=backfilled,
+            )
+            for event, ctx in items
+        ]
+        for indexer in self._indexers:
+            await indexer.index_events_txn(txn, room_id, indexed)
 
     async def _memberships_for(
         self, delta: CurrentStateDelta, items: Sequence[tuple[Event, EventContext]]
