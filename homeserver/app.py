@@ -123,6 +123,7 @@ def _storage_context(
                 registration=config.registration,
                 public_baseurl=config.public_baseurl,
                 limits=config.limits,
+                user_directory=config.user_directory,
             )
             media = app[MEDIA] = build_media_repository(core, config.media)
             federation = build_federation(core, config.federation, media)
@@ -136,6 +137,7 @@ def _storage_context(
                 await federation.close()
                 await media.close()
                 await core.persister.close()  # queued events commit before the database closes
+                await core.push_sender.close()
         finally:
             await storage.close()
 

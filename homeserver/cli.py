@@ -1,6 +1,7 @@
 """The `homeserver` command: `generate-config` writes a config and signing key, `run` serves,
 `register-user` creates an account (see homeserver/register_user.py), `media quarantine|
-unquarantine|delete` are the operator's media operations.
+unquarantine|delete` are the operator's media operations, `reports list` shows what users
+reported (C-S API "Reporting content").
 
 Failures an operator must fix (bad config, unreachable database, unreadable key) end with exit
 code 1 and one line on stderr naming the cause; argparse usage errors exit with 2.
@@ -115,7 +116,57 @@ def build_parser() -> argparse.ArgumentParser:
             "--config", required=True, type=Path, metavar="PATH", help="the config file"
         )
         sub.add_argument("uri", metavar="MXC_URI", help="the media, as mxc://server/media_id")
+
+    reports = commands.add_parser(
+        "reports",
+        help="read the reports users made of events, rooms and users",
+        description="The reports users made, for moderators.",
+    )
+    report_actions = reports.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = report_actions.add_parser(
+        "list", help="the newest reports, one JSON object a line, newest first"
+    )
+    listing.add_argument(
+        "--config", required=True, type=Path, metavar="PATH", help="the config file"
+    )
+    listing.add_argument(
+        "--limit", type=int, default=100, metavar="N", help="at most N reports (default 100)"
+    )
     return parser
+
+
+def reports_command(config_path: Path, limit: int) -> int:
+    import dataclasses
+    import json
+
+    from homeserver.storage import DatabaseUnavailable, SchemaTooNew, open_database
+    from homeserver.storage.migrations import apply_migrations
+    from homeserver.storage.stores.reports import ContentReport, ReportsStore
+
+    try:
+        config = load_config(config_path)
+    except ConfigError as e:
+        where = f" in {e.source}" if e.source else ""
+        return _fail(f"configuration error{where}: {'; '.join(e.problems)}")
+    if limit < 1:
+        return _fail("--limit must be at least 1")
+
+    async def read() -> list[ContentReport]:
+        # Only reads: no single-writer claim, safe beside a running server.
+        db = await open_database(config.database)
+        try:
+            await apply_migrations(db)
+            return await ReportsStore(db).get_reports(limit)
+        finally:
+            await db.close()
+
+    try:
+        found = asyncio.run(read())
+    except (DatabaseUnavailable, SchemaTooNew, OSError) as e:
+        return _fail(f"cannot use the database: {e}")
+    for report in found:
+        print(json.dumps(dataclasses.asdict(report), ensure_ascii=False))
+    return 0
 
 
 def media_command(action: str, config_path: Path, uri: str) -> int:
@@ -285,4 +336,6 @@ def main(argv: list[str] | None = None) -> int:
         return register_user_command(args.config, args.user, args.password, args.admin)
     if args.command == "media":
         return media_command(args.action, args.config, args.uri)
+    if args.command == "reports":
+        return reports_command(args.config, args.limit)
     return run(args.config, args.listen)

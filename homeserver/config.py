@@ -121,6 +121,15 @@ class RateLimit:
 
 
 @dataclass
+class SpamLimitsConfig:
+    """Limits on what one message from a local user may carry (handlers/moderation.py)."""
+
+    enabled: bool = False
+    max_mentions: int = 10
+    max_links: int = 5
+
+
+@dataclass
 class LimitsConfig:
     # The largest client API request body; media uploads have media.max_upload_size.
     max_request_body_size: int = 1024 * 1024
@@ -129,6 +138,16 @@ class LimitsConfig:
     login_account: RateLimit = field(default_factory=lambda: RateLimit(0.1, 5))
     registration_ip: RateLimit = field(default_factory=lambda: RateLimit(0.1, 5))
     media_uploads: RateLimit = field(default_factory=lambda: RateLimit(1.0, 20))
+    # Local users cannot join a room with this many joined members; None: no limit.
+    max_joined_members_per_room: int | None = None
+    spam: SpamLimitsConfig = field(default_factory=SpamLimitsConfig)
+
+
+@dataclass
+class UserDirectoryConfig:
+    # Every local account in search results, not only users sharing a room with the
+    # searcher or in public rooms.
+    search_all_users: bool = False
 
 
 @dataclass(frozen=True)
@@ -172,6 +191,7 @@ class Config:
     redis: RedisConfig = field(default_factory=RedisConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
+    user_directory: UserDirectoryConfig = field(default_factory=UserDirectoryConfig)
     log_level: str = "INFO"
     public_baseurl: str | None = None
 
@@ -492,9 +512,32 @@ def _read_limits(s: _Section) -> LimitsConfig:
         login_account=bucket("login_account", d.login_account),
         registration_ip=bucket("registration_ip", d.registration_ip),
         media_uploads=bucket("media_uploads", d.media_uploads),
+        max_joined_members_per_room=s.get(
+            "max_joined_members_per_room", _POSITIVE_INT, None, optional=True
+        ),
+        spam=_read_spam_limits(s.section("spam")),
     )
     s.finish()
     return limits
+
+
+def _read_spam_limits(s: _Section) -> SpamLimitsConfig:
+    d = SpamLimitsConfig()
+    spam = SpamLimitsConfig(
+        enabled=s.get("enabled", _BOOL, d.enabled),
+        max_mentions=s.get("max_mentions", _POSITIVE_INT, d.max_mentions),
+        max_links=s.get("max_links", _POSITIVE_INT, d.max_links),
+    )
+    s.finish()
+    return spam
+
+
+def _read_user_directory(s: _Section) -> UserDirectoryConfig:
+    directory = UserDirectoryConfig(
+        search_all_users=s.get("search_all_users", _BOOL, UserDirectoryConfig.search_all_users)
+    )
+    s.finish()
+    return directory
 
 
 def _read_federation(s: _Section) -> FederationConfig:
@@ -576,6 +619,7 @@ def _read_config(raw: Mapping[Any, Any], base: Path, problems: list[str]) -> Con
         redis=_read_redis(top.section("redis")),
         limits=_read_limits(top.section("limits")),
         federation=_read_federation(top.section("federation")),
+        user_directory=_read_user_directory(top.section("user_directory")),
         log_level=log_level,
         public_baseurl=public_baseurl,
     )
@@ -751,6 +795,20 @@ limits:
   media_uploads:
     per_second: 1
     burst: 20
+  # Local users cannot join a room that already has this many joined members (403
+  # M_FORBIDDEN). Default: not set, no limit.
+  #max_joined_members_per_room: 1000
+  # Refuse messages from local users that mention too many users (m.mentions user_ids and
+  # user IDs in the body) or carry too many links, with 400 M_INVALID_PARAM.
+  spam:
+    enabled: false
+    max_mentions: 10
+    max_links: 5
+
+# Who POST /user_directory/search finds: users sharing a room with the searcher and members
+# of public or world-readable rooms; with search_all_users, every account on this server too.
+user_directory:
+  search_all_users: false
 
 # Talking to other servers.
 federation:

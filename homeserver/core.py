@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from homeserver.clock import Clock, SystemClock
-from homeserver.config import LimitsConfig, RegistrationConfig
+from homeserver.config import LimitsConfig, RegistrationConfig, UserDirectoryConfig
 from homeserver.crypto.keys import ServerKeys
 from homeserver.handlers.account_data import AccountDataHandler
 from homeserver.handlers.auth import AuthHandler
@@ -17,6 +17,7 @@ from homeserver.handlers.e2e_keys import E2eKeysHandler
 from homeserver.handlers.filters import FilterHandler
 from homeserver.handlers.key_backup import KeyBackupHandler
 from homeserver.handlers.message import EventCreationHandler, LocalServer
+from homeserver.handlers.moderation import ReportsHandler, SpamLimits
 from homeserver.handlers.openid import OpenIdTokens
 from homeserver.handlers.persistence import EventPersister
 from homeserver.handlers.presence import PresenceHandler
@@ -25,12 +26,21 @@ from homeserver.handlers.receipts import ReceiptsHandler
 from homeserver.handlers.remote_events import RemoteEventHandler
 from homeserver.handlers.room import RoomCreationHandler
 from homeserver.handlers.room_handlers import RoomHandlers, build_room_handlers
+from homeserver.handlers.room_upgrade import RoomUpgradeHandler
+from homeserver.handlers.search import SearchHandler
 from homeserver.handlers.state import StateHandler
 from homeserver.handlers.sync import SyncHandler, build_sync_handler
 from homeserver.handlers.to_device import ToDeviceHandler
 from homeserver.handlers.typing import TypingHandler
 from homeserver.handlers.uia import InteractiveAuth, RegistrationTokens
+from homeserver.handlers.user_directory import UserDirectoryHandler
 from homeserver.notifier.local import LocalNotifier
+from homeserver.push.counts import NotificationCounter
+from homeserver.push.gateway import HttpPushGateway
+from homeserver.push.notifications import NotificationsHandler
+from homeserver.push.pushers import PushersHandler
+from homeserver.push.rules import PushRulesHandler
+from homeserver.push.sender import PushGateway, PushSender
 from homeserver.ratelimit import RateLimits
 from homeserver.storage import Storage
 from homeserver.storage.stores.user_data import UserDataStore
@@ -75,6 +85,17 @@ class Core:
     key_backup: KeyBackupHandler
     # OpenID tokens for third parties (C-S and S-S API "OpenID").
     openid: OpenIdTokens
+    # Server-side search (issue 7).
+    search: SearchHandler
+    # Push rules and notification counts (issue 7).
+    push_rules: PushRulesHandler
+    notifications: NotificationsHandler
+    pushers: PushersHandler
+    push_sender: PushSender
+    # Moderation (issue 7): content reports, room upgrades, the user directory.
+    reports: ReportsHandler
+    room_upgrades: RoomUpgradeHandler
+    user_directory: UserDirectoryHandler
 
 
 def build_core(
@@ -85,6 +106,8 @@ def build_core(
     registration: RegistrationConfig | None = None,
     public_baseurl: str | None = None,
     limits: LimitsConfig | None = None,
+    user_directory: UserDirectoryConfig | None = None,
+    push_gateway: PushGateway | None = None,
 ) -> Core:
     clock = clock or SystemClock()
     server = LocalServer(server_name, keys)
@@ -92,11 +115,13 @@ def build_core(
     state = StateHandler(storage)
     persister = EventPersister(storage, state, notifier)
     events = EventCreationHandler(storage, state, persister, server, clock)
-    rate_limits = RateLimits.from_config(limits or LimitsConfig(), clock)
+    limits = limits or LimitsConfig()
+    rate_limits = RateLimits.from_config(limits, clock)
     user_data = storage.user_data
     account_data = AccountDataHandler(user_data, notifier)
     rooms = RoomCreationHandler(events)
     room_api = build_room_handlers(storage, events, rooms, clock)
+    room_api.serializer.aggregations.ignored = account_data
     sync = build_sync_handler(
         storage,
         notifier,
@@ -144,7 +169,31 @@ def build_core(
         dehydrated_devices=DehydratedDeviceHandler(storage, device_lists, clock),
         key_backup=KeyBackupHandler(storage.key_backup),
         openid=OpenIdTokens(storage.openid, server_name, clock),
+        search=SearchHandler(
+            storage, room_api.extras, room_api.visibility, room_api.serializer, room_api.reads
+        ),
+        push_rules=(push_rules := PushRulesHandler(storage.push, account_data)),
+        notifications=NotificationsHandler(storage.push, storage.events, room_api.serializer),
+        pushers=PushersHandler(storage.push, clock),
+        push_sender=(
+            push_sender := PushSender(
+                storage.push, storage.events, push_gateway or HttpPushGateway()
+            )
+        ),
+        reports=ReportsHandler(storage, storage.reports, room_api.visibility, clock),
+        room_upgrades=RoomUpgradeHandler(storage, events, rooms, clock),
+        user_directory=UserDirectoryHandler(
+            storage.user_directory,
+            search_all_users=(user_directory or UserDirectoryConfig()).search_all_users,
+        ),
     )
+    room_api.members.max_joined_members = limits.max_joined_members_per_room
+    if limits.spam.enabled:
+        room_api.send.spam_limits = SpamLimits(limits.spam.max_mentions, limits.spam.max_links)
+    storage.persist.add_indexer(
+        NotificationCounter(server_name, push_rules, storage.push, push_sender)
+    )
+    core.receipts.receipts_read = core.notifications
     # The per-user streams beside room events, each under its slot of the sync token.
     core.sync.add_source("typing", core.typing)
     core.sync.add_source("receipts", core.receipts)

@@ -1,7 +1,8 @@
 """Serialising stored events for one client: applies redactions (rooms/v3.md "Handling
 redactions", C-S API "Redactions": the pruned event with `redacted_because`), and fills
 `unsigned` (transaction_id for the device that sent it, prev_content and replaces_state for
-state events, the user's membership at the event). A few bulk queries per call, none per event.
+state events, the user's membership at the event) and bundled aggregations (handlers/
+aggregations.py). A few bulk queries per call, none per event.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from homeserver.events.client_format import (
     redaction_applies,
 )
 from homeserver.events.event import Event
+from homeserver.handlers.aggregations import BundledRelations, RelationAggregator
 from homeserver.handlers.visibility import HistoryVisibility
 from homeserver.identifiers import domain_of
 from homeserver.storage import Storage
@@ -37,6 +39,7 @@ class ClientEventSerializer:
         self.extras = extras
         self.visibility = visibility
         self.clock = clock
+        self.aggregations = RelationAggregator(storage)
 
     async def serialize(
         self,
@@ -47,12 +50,14 @@ class ClientEventSerializer:
         memberships: Mapping[str, str] | None = None,
         include_room_id: bool = True,
         replaced_state: bool = True,
+        bundle_relations: bool = True,
     ) -> list[dict[str, Any]]:
         """Client events for `events` (which the caller has checked the user may see), in
         their order. `memberships` (from HistoryVisibility.filter_events) fills
         unsigned.membership. `replaced_state` adds prev_content and replaces_state to state
         events: worth it for timelines, too costly for a large room's whole state (each event
-        there has its own state group to look into)."""
+        there has its own state group to look into). `bundle_relations` adds
+        unsigned.m.relations."""
         if not events:
             return []
         now = self.clock.time_ms()
@@ -109,7 +114,52 @@ class ClientEventSerializer:
                     redaction, now, include_room_id=include_room_id
                 )
             out.append(format_client_event(shown, now, extras, include_room_id=include_room_id))
+        if bundle_relations:
+            bundles = await self.aggregations.bundle(events, user_id, redacted_by.keys())
+            if bundles:
+                await self._add_bundles(out, bundles, user_id, device_id, include_room_id)
         return out
+
+    async def _add_bundles(
+        self,
+        out: list[dict[str, Any]],
+        bundles: Mapping[str, BundledRelations],
+        user_id: str,
+        device_id: str | None,
+        include_room_id: bool,
+    ) -> None:
+        """Fill unsigned.m.relations. A thread's latest event is "serialized in the same form
+        as the event itself", its own aggregations included (it has no thread of its own, so
+        this nests once); edits are shown without theirs."""
+        latest = [b.thread.latest for b in bundles.values() if b.thread is not None]
+        edits = [b.replace for b in bundles.values() if b.replace is not None]
+        shown_latest = await self.serialize(
+            latest, user_id=user_id, device_id=device_id, include_room_id=include_room_id
+        )
+        shown_edits = await self.serialize(
+            edits,
+            user_id=user_id,
+            device_id=device_id,
+            include_room_id=include_room_id,
+            bundle_relations=False,
+        )
+        by_id = {e["event_id"]: e for e in shown_latest + shown_edits}
+        for client_event in out:
+            bundle = bundles.get(client_event["event_id"])
+            if bundle is None:
+                continue
+            relations: dict[str, Any] = {}
+            if bundle.thread is not None:
+                relations["m.thread"] = {
+                    "latest_event": by_id[bundle.thread.latest.event_id],
+                    "count": bundle.thread.count,
+                    "current_user_participated": bundle.thread.current_user_participated,
+                }
+            if bundle.replace is not None:
+                relations["m.replace"] = by_id[bundle.replace.event_id]
+            if bundle.references:
+                relations["m.reference"] = {"chunk": [{"event_id": i} for i in bundle.references]}
+            client_event["unsigned"]["m.relations"] = relations
 
     async def federation_format(self, events: Sequence[Event]) -> list[dict[str, Any]]:
         """The PDUs themselves (a filter's event_format "federation"), pruned where a

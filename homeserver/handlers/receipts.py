@@ -30,6 +30,15 @@ class RemoteReceipts(Protocol):
     ) -> None: ...
 
 
+class ReceiptsRead(Protocol):
+    """Told of each new m.read or m.read.private receipt of a user: both clear notification
+    counts up to their event (C-S API "Marking notifications as read")."""
+
+    async def on_receipt(
+        self, user_id: str, room_id: str, thread_id: str, stream_ordering: int
+    ) -> None: ...
+
+
 class ReceiptsHandler:
     def __init__(
         self,
@@ -46,6 +55,7 @@ class ReceiptsHandler:
         self.clock = clock
         # Until federation sets one, other servers are not told.
         self.remote: RemoteReceipts | None = None
+        self.receipts_read: ReceiptsRead | None = None
 
     async def current_position(self) -> int:
         return await self.user_data.receipts_stream.current()
@@ -117,6 +127,8 @@ class ReceiptsHandler:
             return
         ts = self.clock.time_ms()
         await self.user_data.upsert_receipt(room_id, receipt_type, user_id, thread_id, event_id, ts)
+        if self.receipts_read is not None:
+            await self.receipts_read.on_receipt(user_id, room_id, thread_id, stream_ordering)
         if receipt_type == READ_PRIVATE:
             # Spec: a private receipt is never sent to any other user (nor server).
             self.notifier.on_new_data(users=[user_id])

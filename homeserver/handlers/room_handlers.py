@@ -11,6 +11,7 @@ from homeserver.handlers.directory import DirectoryHandler
 from homeserver.handlers.hierarchy import HierarchyHandler
 from homeserver.handlers.message import EventCreationHandler
 from homeserver.handlers.public_rooms import PublicRoomsHandler
+from homeserver.handlers.relations import RelationsHandler
 from homeserver.handlers.room import RoomCreationHandler
 from homeserver.handlers.room_create import RoomCreator
 from homeserver.handlers.room_member import RoomMemberHandler
@@ -38,6 +39,8 @@ class RoomHandlers:
     hierarchy: HierarchyHandler
     # The published room directory (/publicRooms, /directory/list/room).
     public_rooms: PublicRoomsHandler
+    # /relations and /threads (C-S API "Relationships", "Threading").
+    relations: RelationsHandler
 
 
 def build_room_handlers(
@@ -61,4 +64,5 @@ def build_room_handlers(
         summaries=summaries,
         public_rooms=PublicRoomsHandler(storage, extras, summaries, events.server.server_name),
         hierarchy=HierarchyHandler(storage, summaries, events.server.server_name, clock),
+        relations=RelationsHandler(storage, visibility, serializer),
     )

@@ -15,6 +15,7 @@ from homeserver.errors import Codes, Forbidden, InvalidParam, MatrixError, NotFo
 from homeserver.events.event import MEMBER, Event
 from homeserver.events.room_versions import RoomVersion
 from homeserver.handlers.message import EventCreationHandler
+from homeserver.handlers.moderation import check_room_capacity
 from homeserver.identifiers import domain_of, is_valid_user_id
 from homeserver.storage import Storage
 from homeserver.storage.stores.room_extras import RoomExtrasStore
@@ -83,6 +84,8 @@ class RoomMemberHandler:
         # servers' users.
         self.remote_joiner: RemoteJoin | None = None
         self.remote_inviter: RemoteInvite | None = None
+        # limits.max_joined_members_per_room, set by the composition root.
+        self.max_joined_members: int | None = None
 
     async def update_membership(
         self,
@@ -113,6 +116,8 @@ class RoomMemberHandler:
             if action == "unban":
                 raise MatrixError(f"{target} is not banned", Codes.BAD_STATE, status=403)
             raise Forbidden(f"{target} is not in the room")
+        if membership == "join" and old != "join" and self.max_joined_members is not None:
+            await check_room_capacity(self.storage, room_id, self.max_joined_members)
 
         authoriser = None
         if membership == "join" and old not in _UNRESTRICTED:

@@ -14,7 +14,9 @@ from homeserver.events.event import MEMBER, REDACTION
 from homeserver.handlers.auth import Requester
 from homeserver.handlers.directory import CANONICAL_ALIAS, DirectoryHandler
 from homeserver.handlers.message import EventCreationHandler
+from homeserver.handlers.moderation import SpamLimits
 from homeserver.handlers.persistence import RoomLinearizer
+from homeserver.handlers.relations import check_new_relation
 from homeserver.handlers.room_member import RoomMemberHandler, current_power_levels
 from homeserver.storage import Storage
 from homeserver.storage.stores.room_extras import RoomExtrasStore
@@ -39,6 +41,8 @@ class RoomSendHandler:
         # One request per transaction ID at a time: a retry that arrives while the first is
         # still being persisted waits for it, then finds its event ID.
         self._txn_locks = RoomLinearizer()
+        # limits.spam when enabled, set by the composition root.
+        self.spam_limits: SpamLimits | None = None
 
     async def _once(
         self,
@@ -79,6 +83,9 @@ class RoomSendHandler:
                 if not isinstance(redacts, str):
                     raise InvalidParam("m.room.redaction needs content.redacts")
                 return await self._redact(requester, room_id, redacts, content)
+            if self.spam_limits is not None:
+                self.spam_limits.check_message(content)
+            await check_new_relation(self.storage, room_id, requester.user_id, event_type, content)
             persisted = await self.events.send_event(
                 room_id, event_type, requester.user_id, content
             )

@@ -210,6 +210,7 @@ class SyncHandler:
                     if entry is None:
                         entry = join[room_id] = empty_joined_room(now, f)
                     entry[section]["events"].extend(kept)
+        await self.rooms.add_notification_counts(config.user_id, join, f)
         presence = f.presence.filter_json(updates.presence)
         account_data = f.account_data.filter_json(updates.account_data)
         next_batch = now

@@ -24,6 +24,7 @@ from homeserver.events.event import MEMBER, Event, StateKey
 from homeserver.handlers.filters import RoomEventFilter, SyncFilter, field_projector
 from homeserver.handlers.sync_summary import room_summaries, stripped_states
 from homeserver.lru import LruCache
+from homeserver.push.counts import sync_counts
 from homeserver.storage import Storage
 from homeserver.storage.stores.events import EventMeta
 from homeserver.storage.stores.state import EMPTY_STATE, FrozenStateMap
@@ -115,7 +116,7 @@ def empty_joined_room(now: StreamToken, f: SyncFilter) -> JsonDict:
         "state": {"events": []},
         "ephemeral": {"events": []},
         "account_data": {"events": []},
-        # No push rules yet, so nothing counts as a notification.
+        # Filled in by RoomsSync.add_notification_counts.
         "unread_notifications": {"highlight_count": 0, "notification_count": 0},
         "summary": {},
     }
@@ -225,6 +226,19 @@ class RoomsSync:
         # no change to them, the next sync needs no read (most syncs of a long-polling
         # client).
         self._memberships: LruCache[str, _KnownMemberships] = LruCache(memberships_cache_size)
+
+    async def add_notification_counts(
+        self, user_id: str, join: Mapping[str, JsonDict], f: SyncFilter
+    ) -> None:
+        """Each joined room entry's unread_notifications (and, when the filter asks,
+        unread_thread_notifications): one read for all of them."""
+        counts = await self.storage.push.get_unread_counts(user_id, list(join))
+        threaded = f.timeline.unread_thread_notifications
+        for room_id, entry in join.items():
+            main, threads = sync_counts(counts.get(room_id, {}), threaded)
+            entry["unread_notifications"] = main
+            if threaded:
+                entry["unread_thread_notifications"] = threads
 
     async def joined_rooms(self, user_id: str) -> list[str]:
         """The rooms the user is joined to now."""

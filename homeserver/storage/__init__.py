@@ -22,13 +22,18 @@ from homeserver.storage.stores.key_backup import KeyBackupStore
 from homeserver.storage.stores.media import MediaStore
 from homeserver.storage.stores.openid import OpenIdStore
 from homeserver.storage.stores.persist import PersistEventsStore
+from homeserver.storage.stores.push import PushStore
+from homeserver.storage.stores.relations import RelationsStore
+from homeserver.storage.stores.reports import ReportsStore
 from homeserver.storage.stores.room_extras import RoomExtrasStore
 from homeserver.storage.stores.rooms import RoomsStore
+from homeserver.storage.stores.search import SearchStore
 from homeserver.storage.stores.server_keys import ServerKeysStore
 from homeserver.storage.stores.state import StateStore
 from homeserver.storage.stores.sync_reads import SyncReadsStore
 from homeserver.storage.stores.to_device import ToDeviceStore
 from homeserver.storage.stores.user_data import UserDataStore
+from homeserver.storage.stores.user_directory import UserDirectoryStore
 
 __all__ = ["Storage", "open_storage", "open_database", "DatabaseUnavailable", "SchemaTooNew"]
 
@@ -64,6 +69,17 @@ class Storage:
     key_backup: KeyBackupStore
     server_keys: ServerKeysStore
     openid: OpenIdStore
+    # Event relationships (issue 7): /relations, /threads, bundled aggregations.
+    relations: RelationsStore
+    # Server-side search (issue 7): the text of messages, names and topics.
+    search: SearchStore
+    # Push rules and notification rows (issue 7); its indexer is added in core.py, where the
+    # rule sets it evaluates live.
+    push: PushStore
+    # Reports of events, rooms and users for the operators (issue 7, moderation).
+    reports: ReportsStore
+    # Who the user directory shows, kept by its indexer (issue 7).
+    user_directory: UserDirectoryStore
 
     async def close(self) -> None:
         # Closing the Database also releases its single-writer claim (lock_single_writer).
@@ -111,12 +127,19 @@ async def storage_on(db: Database) -> Storage:
     bottom = await db.fetchval("SELECT MIN(stream_ordering) FROM events") or 0
     stream_ids = StreamIdGenerator(max(top, 0))
     backfill_ids = StreamIdGenerator(min(bottom, 0), step=-1)
+    relations = RelationsStore(db)
+    persist = PersistEventsStore(db, events, state, stream_ids, backfill_ids)
+    persist.add_indexer(relations)
+    search = SearchStore(db)
+    persist.add_indexer(search)
+    user_directory = UserDirectoryStore(db)
+    persist.add_indexer(user_directory)
     return Storage(
         db=db,
         events=events,
         state=state,
         rooms=RoomsStore(db),
-        persist=PersistEventsStore(db, events, state, stream_ids, backfill_ids),
+        persist=persist,
         stream_ids=stream_ids,
         accounts=AccountsStore(db),
         room_extras=RoomExtrasStore(db),
@@ -132,4 +155,9 @@ async def storage_on(db: Database) -> Storage:
         key_backup=KeyBackupStore(db),
         server_keys=ServerKeysStore(db),
         openid=OpenIdStore(db),
+        relations=relations,
+        search=search,
+        push=PushStore(db),
+        reports=ReportsStore(db),
+        user_directory=user_directory,
     )
