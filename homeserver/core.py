@@ -39,7 +39,7 @@ from homeserver.push.counts import NotificationCounter
 from homeserver.push.gateway import HttpPushGateway
 from homeserver.push.notifications import NotificationsHandler
 from homeserver.push.pushers import PushersHandler
-from homeserver.push.rules import PushRulesHandler
+from homeserver.push.rules import PUSH_RULES, PushRulesHandler
 from homeserver.push.sender import PushGateway, PushSender
 from homeserver.ratelimit import RateLimits
 from homeserver.storage import Storage
@@ -199,6 +199,7 @@ def build_core(
     core.sync.add_source("receipts", core.receipts)
     core.sync.add_source("presence", core.presence)
     core.sync.add_source("account_data", core.account_data)
+    core.account_data.add_default(PUSH_RULES, core.push_rules.account_data_content)
     core.sync.add_source("to_device", core.to_device)
     core.sync.add_source("device_lists", core.device_lists)
     core.sync.set_presence_hook(core.presence)

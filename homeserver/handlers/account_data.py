@@ -4,7 +4,7 @@ account_data sections."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,18 +32,30 @@ class AccountDataUpdates:
     rooms: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # room -> [...]
 
 
+# The content a server-managed type has for a user who never changed it.
+DefaultContent = Callable[[str], Awaitable[dict[str, Any]]]
+
+
 class AccountDataHandler:
     def __init__(self, user_data: UserDataStore, notifier: Notifier) -> None:
         self.user_data = user_data
         self.notifier = notifier
         # user_id -> ignored user IDs: /sync and every room read ask for it.
         self._ignored: dict[str, frozenset[str]] = {}
+        self._defaults: dict[str, DefaultContent] = {}
+
+    def add_default(self, data_type: str, content: DefaultContent) -> None:
+        """Global account data every user has from the start (m.push_rules: the default
+        rules), shown by GET and initial syncs until it is first stored for the user."""
+        self._defaults[data_type] = content
 
     async def current_position(self) -> int:
         return await self.user_data.account_data_stream.current()
 
     async def get(self, user_id: str, room_id: str | None, data_type: str) -> dict[str, Any]:
         content = await self.user_data.get_account_data(user_id, room_id or GLOBAL, data_type)
+        if content is None and room_id is None and data_type in self._defaults:
+            content = await self._defaults[data_type](user_id)
         if content is None:
             raise NotFound("Account data not found")
         return content
@@ -117,14 +129,20 @@ class AccountDataHandler:
     async def get_updates(self, request: SyncSourceRequest) -> SyncSourceUpdates:
         """The sync source of the account_data slot: the top-level account_data section and
         each joined room's account_data."""
-        if request.from_token.account_data >= request.to_token.account_data:
-            return SyncSourceUpdates()
-        changes = await self.changes(
-            request.user_id,
-            request.room_ids,
-            request.from_token.account_data,
-            request.to_token.account_data,
-        )
+        changes = AccountDataUpdates()
+        if request.from_token.account_data < request.to_token.account_data:
+            changes = await self.changes(
+                request.user_id,
+                request.room_ids,
+                request.from_token.account_data,
+                request.to_token.account_data,
+            )
+        if request.initial:
+            stored = {event["type"] for event in changes.global_data}
+            for data_type, default in self._defaults.items():
+                if data_type not in stored:
+                    content = await default(request.user_id)
+                    changes.global_data.append({"type": data_type, "content": content})
         return SyncSourceUpdates(account_data=changes.global_data, room_account_data=changes.rooms)
 
     async def changes(

@@ -184,11 +184,15 @@ class PushRulesHandler:
             raise NotFound("The push rule was not found.")
         await self._changed(user_id)
 
+    async def account_data_content(self, user_id: str) -> JsonDict:
+        """The user's rules as the m.push_rules account data holds them."""
+        return {SCOPE: await self.get_ruleset(user_id)}
+
     async def _changed(self, user_id: str) -> None:
         self._edits += 1
         self._compiled.pop(user_id)
-        ruleset = await self.get_ruleset(user_id)
-        await self.account_data.set(user_id, None, PUSH_RULES, {SCOPE: ruleset})
+        content = await self.account_data_content(user_id)
+        await self.account_data.set(user_id, None, PUSH_RULES, content)
 
 
 def _check_kind(kind: str) -> None:

@@ -288,6 +288,13 @@ async def test_enabled_and_actions(rest: RestHelper) -> None:
 async def test_push_rules_account_data_in_sync(rest: RestHelper) -> None:
     alice = await rest.register("alice")
     first = await rest.sync(alice)
+    # A new user has the default rules from the first sync on, as clients expect (they read
+    # notification settings from this account data), and through GET.
+    [initial] = [e for e in first["account_data"]["events"] if e["type"] == "m.push_rules"]
+    assert initial["content"]["global"] == await _ruleset(rest, alice)
+    assert _ids(initial["content"]["global"], "override")[0] == ".m.rule.master"
+    path = f"{V3}/user/{quote(alice.user_id)}/account_data/m.push_rules"
+    assert await rest.request("GET", path, alice) == initial["content"]
     rule = f"{V3}/pushrules/global/room/{quote(ROOM)}"
     await rest.request("PUT", rule, alice, {"actions": []})
 
