@@ -23,14 +23,13 @@ import dns.name
 import dns.rdatatype
 import dns.resolver
 
+from homeserver.address_policy import OutboundAddressPolicy
 from homeserver.clock import Clock, SystemClock
 from homeserver.identifiers import is_valid_server_name
 from homeserver.lru import LruCache
 
 logger = logging.getLogger(__name__)
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 WELL_KNOWN_PATH = "/.well-known/matrix/server"
 # Recommended by the spec (step 3): 24 h when the response says nothing, at most 48 h.
@@ -47,16 +46,6 @@ WELL_KNOWN_MAX_BYTES = 50 * 1024
 RESOLVED_MIN_TTL_S = 60
 RESOLVED_MAX_TTL_S = 3600
 DNS_LIFETIME_S = 10.0
-
-# Never the destination of an outbound connection, whatever is_global says on this Python
-# version: shared address space (CGNAT, RFC 6598) and the IPv6 ranges below are not globally
-# routable either.
-_REFUSED_NETWORKS: tuple[IPNetwork, ...] = (
-    ipaddress.ip_network("100.64.0.0/10"),
-    ipaddress.ip_network("fc00::/7"),  # unique local
-    ipaddress.ip_network("fec0::/10"),  # site local (deprecated)
-)
-
 
 class FederationError(Exception):
     """Base of the errors outbound federation requests raise."""
@@ -104,31 +93,8 @@ class HttpsFetcher(Protocol):
     ) -> HttpResponse: ...
 
 
-class AddressPolicy:
-    """Outbound connections never reach private, loopback, link-local, CGNAT, multicast or
-    reserved addresses, so a remote server name cannot point us at the inside of our own
-    network; except the configured allowed ranges (tests, private deployments)."""
-
-    def __init__(self, allowed_ranges: Iterable[str] = ()) -> None:
-        self.allowed = [ipaddress.ip_network(cidr, strict=False) for cidr in allowed_ranges]
-
-    def is_allowed(self, address: str) -> bool:
-        ip: IPAddress = ipaddress.ip_address(address)
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            # ::ffff:a.b.c.d reaches a.b.c.d: judge it as that address.
-            ip = ip.ipv4_mapped
-        if any(ip in network for network in self.allowed):
-            return True
-        return not (
-            not ip.is_global
-            or ip.is_private
-            or ip.is_loopback
-            or ip.is_link_local
-            or ip.is_multicast
-            or ip.is_unspecified
-            or ip.is_reserved
-            or any(ip in network for network in _REFUSED_NETWORKS)
-        )
+class AddressPolicy(OutboundAddressPolicy):
+    """The outbound address policy, refusing with the federation client's error."""
 
     def check(self, address: str) -> None:
         if not self.is_allowed(address):
