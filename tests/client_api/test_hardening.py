@@ -118,3 +118,33 @@ async def test_timestamp_to_event_hides_events_after_a_kick(rest: RestHelper) ->
     found = await rest.request("GET", path, alice, ts="9999999999999", dir="b")
     hidden = await rest.request("GET", path, bob, expect=404, ts="9999999999999", dir="b")
     assert hidden["errcode"] == "M_NOT_FOUND" and found["event_id"]
+
+
+async def test_nul_characters_are_stored_and_searched(rest: RestHelper) -> None:
+    """JSON strings may hold U+0000, which PostgreSQL text cannot: events carrying it in
+    what the indexers store (names, bodies, relation targets, display names) are accepted
+    on both engines and come back as sent."""
+    alice = await rest.register("alice")
+    room_id = await rest.create_room(alice, preset="public_chat", name="na\u0000me")
+    body_id = await rest.send(alice, room_id, "nul\u0000body")
+    await rest.send(
+        alice,
+        room_id,
+        {
+            "msgtype": "m.text",
+            "body": "in a thread nobody started",
+            "m.relates_to": {"rel_type": "m.thread", "event_id": "$made\u0000up"},
+        },
+    )
+    path = f"{V3}/profile/{quote(alice.user_id)}/displayname"
+    await rest.request("PUT", path, alice, {"displayname": "Al\u0000ice"})
+    event = await rest.request("GET", f"{V3}/rooms/{quote(room_id)}/event/{quote(body_id)}", alice)
+    assert event["content"]["body"] == "nul\u0000body"
+    found = await rest.request(
+        "POST",
+        f"{V3}/search",
+        alice,
+        {"search_categories": {"room_events": {"search_term": "body"}}},
+    )
+    results = found["search_categories"]["room_events"]["results"]
+    assert [r["result"]["event_id"] for r in results] == [body_id]

@@ -23,6 +23,22 @@ from homeserver.storage.database import (
 logger = logging.getLogger(__name__)
 
 
+def _storable(value: Any) -> Any:
+    """PostgreSQL text cannot hold NUL, which JSON strings may (an event's body, a remote
+    user's display name, an ID a client made up): stored or looked up, it is read as U+FFFD,
+    as PostgreSQL's own JSON functions refuse it. SQLite keeps it; the event JSON, stored
+    escaped, keeps it on both."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, list | tuple):
+        return [_storable(v) for v in value]
+    return value
+
+
+def _args(args: Sequence[Any]) -> list[Any]:
+    return [_storable(a) for a in args]
+
+
 class PostgresTxn(Txn):
     dialect = "postgres"
 
@@ -31,14 +47,14 @@ class PostgresTxn(Txn):
         self._conn = conn
 
     async def execute(self, sql: str, *args: Any) -> None:
-        await self._conn.execute(sql, *args)
+        await self._conn.execute(sql, *_args(args))
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
-            await self._conn.executemany(sql, rows)
+            await self._conn.executemany(sql, [_args(r) for r in rows])
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        rows: list[Row] = await self._conn.fetch(sql, *args)
+        rows: list[Row] = await self._conn.fetch(sql, *_args(args))
         return rows
 
 
@@ -113,14 +129,14 @@ class PostgresDatabase(Database):
             logger.exception("ROLLBACK failed on a PostgreSQL connection")
 
     async def execute(self, sql: str, *args: Any) -> None:
-        await self._pool.execute(sql, *args)
+        await self._pool.execute(sql, *_args(args))
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
-            await self._pool.executemany(sql, rows)
+            await self._pool.executemany(sql, [_args(r) for r in rows])
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        rows: list[Row] = await self._pool.fetch(sql, *args)
+        rows: list[Row] = await self._pool.fetch(sql, *_args(args))
         return rows
 
     async def execute_script(self, script: str) -> None:
