@@ -98,6 +98,9 @@ class JoinHandler:
             )
         content = {"membership": membership}
         if membership == "join":
+            # A full room is refused here already, as the spec lets make_join answer 403,
+            # rather than after the joining server signed the event.
+            await self._check_room_not_full(room_id, user_id)
             authoriser = await self.core.room_api.members.join_authoriser(room_id, user_id)
             if authoriser is not None:
                 content[AUTHORISER] = authoriser
@@ -132,6 +135,9 @@ class JoinHandler:
                 f"Not a {membership} of the origin's user to this room with this event ID",
                 Codes.BAD_JSON,
             )
+        if membership == "join":
+            # A server may skip make_join: the limit holds at send_join as well.
+            await self._check_room_not_full(room_id, sender)
         authoriser = event.content.get(AUTHORISER)
         if membership == "join" and isinstance(authoriser, str):
             event = await self._vouch(event, authoriser)
@@ -157,6 +163,10 @@ class JoinHandler:
             event.room_version, event.pdu, self.server_name, self.core.server.keys.signing_key
         )
         return Event(pdu, event.room_version)
+
+    async def _check_room_not_full(self, room_id: str, user_id: str) -> None:
+        old = await self.storage.rooms.get_membership(room_id, user_id)
+        await self.core.room_api.members.check_room_not_full(room_id, old)
 
     async def _joined_here(self, room_id: str) -> bool:
         members = await self.storage.rooms.get_users_in_room(room_id)

@@ -122,7 +122,7 @@ class SpamLimits:
 
 
 async def check_room_capacity(storage: Storage, room_id: str, max_joined_members: int) -> None:
-    """Refuse a local join to a room that already has `max_joined_members` joined members.
+    """Refuse a new join to a room that already has `max_joined_members` joined members.
 
     403 M_FORBIDDEN: the spec has no errcode for a full room, and M_RESOURCE_LIMIT_EXCEEDED
     tells clients the whole server is over a limit and to contact its admin, which is not

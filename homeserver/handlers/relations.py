@@ -16,6 +16,7 @@ from homeserver.errors import InvalidParam, MatrixError, NotFound
 from homeserver.events.event import Event
 from homeserver.handlers.client_events import ClientEventSerializer
 from homeserver.handlers.room_reads import parse_token, topo_token
+from homeserver.handlers.sync_rooms import IgnoredUsers, shown_despite_ignoring
 from homeserver.handlers.visibility import HistoryVisibility
 from homeserver.storage import Storage
 from homeserver.storage.stores.relations import ANNOTATION, THREAD, relation_of
@@ -54,6 +55,15 @@ async def check_new_relation(
             raise MatrixError("Cannot start a thread from an event with a relation", status=400)
 
 
+def annotation_lock_key(sender: str, event_type: str, content: Mapping[str, Any]) -> str | None:
+    """What identical annotations share ("Avoiding duplicate annotations"): the sender, event
+    type, target and key; None for an event that is not an annotation."""
+    rel = relation_of(content)
+    if rel is None or rel.rel_type != ANNOTATION or rel.aggregation_key is None:
+        return None
+    return "\x00".join((sender, event_type, rel.relates_to_id, rel.aggregation_key))
+
+
 class RelationsHandler:
     def __init__(
         self,
@@ -64,6 +74,8 @@ class RelationsHandler:
         self.storage = storage
         self.visibility = visibility
         self.serializer = serializer
+        # Set where account data is built (core.py); without it nobody is ignored.
+        self.ignored: IgnoredUsers | None = None
 
     async def relations(
         self,
@@ -138,11 +150,14 @@ class RelationsHandler:
         )
         page = rows[:limit]
         roots = await self.storage.events.get_events(t.thread_id for t in page)
-        body: dict[str, Any] = {
-            "chunk": await self._serialize_visible(
-                user_id, device_id, [roots[t.thread_id] for t in page if t.thread_id in roots]
-            )
-        }
+        # Threads started by ignored users are left out, as their messages are from /sync.
+        ignored = await self.ignored.ignored_users(user_id) if self.ignored else frozenset()
+        shown = [
+            roots[t.thread_id]
+            for t in page
+            if t.thread_id in roots and shown_despite_ignoring(roots[t.thread_id], ignored)
+        ]
+        body: dict[str, Any] = {"chunk": await self._serialize_visible(user_id, device_id, shown)}
         if len(rows) > limit:
             last = page[-1]
             body["next_batch"] = topo_token(last.latest_depth, last.latest_stream - 1)

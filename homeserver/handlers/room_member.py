@@ -6,7 +6,8 @@ a local member to vouch for it) and the member event's profile fields."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from homeserver.auth_rules.power_levels import PowerLevels
@@ -19,6 +20,8 @@ from homeserver.handlers.moderation import check_room_capacity
 from homeserver.identifiers import domain_of, is_valid_user_id
 from homeserver.storage import Storage
 from homeserver.storage.stores.room_extras import RoomExtrasStore
+
+logger = logging.getLogger(__name__)
 
 # Which membership each action sets, and which current memberships of the target it needs
 # (None: any). The auth rules check the rest.
@@ -86,6 +89,8 @@ class RoomMemberHandler:
         self.remote_inviter: RemoteInvite | None = None
         # limits.max_joined_members_per_room, set by the composition root.
         self.max_joined_members: int | None = None
+        # Called with (user_id, room_id) once a user of ours has joined a room.
+        self.on_joined: list[Callable[[str, str], Awaitable[None]]] = []
 
     async def update_membership(
         self,
@@ -116,8 +121,8 @@ class RoomMemberHandler:
             if action == "unban":
                 raise MatrixError(f"{target} is not banned", Codes.BAD_STATE, status=403)
             raise Forbidden(f"{target} is not in the room")
-        if membership == "join" and old != "join" and self.max_joined_members is not None:
-            await check_room_capacity(self.storage, room_id, self.max_joined_members)
+        if membership == "join":
+            await self.check_room_not_full(room_id, old)
 
         authoriser = None
         if membership == "join" and old not in _UNRESTRICTED:
@@ -166,11 +171,29 @@ class RoomMemberHandler:
         )
         return persisted.event.event_id
 
+    async def check_room_not_full(self, room_id: str, old_membership: str | None) -> None:
+        """limits.max_joined_members_per_room, for a join to a room this server is in: of a
+        local user, or of a remote one through our make_join / send_join. Rejoining is not
+        a new member. A room this server is not in is not ours to limit."""
+        if old_membership != "join" and self.max_joined_members is not None:
+            await check_room_capacity(self.storage, room_id, self.max_joined_members)
+
     async def join(
         self, user_id: str, room_id: str, servers: Sequence[str], reason: str | None = None
     ) -> str:
         """Join `user_id` to the room: with a local event when a user of ours is in it, else
         through one of `servers` (S-S API "Joining Rooms"); returns the join's event ID."""
+        event_id = await self._join(user_id, room_id, servers, reason)
+        for hook in self.on_joined:
+            try:
+                await hook(user_id, room_id)
+            except Exception:  # the join stands; what follows it is best effort
+                logger.exception("after %s joined %s", user_id, room_id)
+        return event_id
+
+    async def _join(
+        self, user_id: str, room_id: str, servers: Sequence[str], reason: str | None
+    ) -> str:
         if await self.storage.rooms.is_server_in_room(room_id, self.server_name):
             try:
                 return await self.update_membership(

@@ -6,6 +6,7 @@ client API (redaction permission, m.room.canonical_alias pointing at the room)."
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any
 
 from homeserver.clock import Clock
@@ -16,7 +17,7 @@ from homeserver.handlers.directory import CANONICAL_ALIAS, DirectoryHandler
 from homeserver.handlers.message import EventCreationHandler
 from homeserver.handlers.moderation import SpamLimits
 from homeserver.handlers.persistence import RoomLinearizer
-from homeserver.handlers.relations import check_new_relation
+from homeserver.handlers.relations import annotation_lock_key, check_new_relation
 from homeserver.handlers.room_member import RoomMemberHandler, current_power_levels
 from homeserver.storage import Storage
 from homeserver.storage.stores.room_extras import RoomExtrasStore
@@ -43,6 +44,10 @@ class RoomSendHandler:
         self._txn_locks = RoomLinearizer()
         # limits.spam when enabled, set by the composition root.
         self.spam_limits: SpamLimits | None = None
+        # One of identical annotations at a time, from the duplicate check until it commits,
+        # so a concurrent twin's check sees it. This process is the only one writing events
+        # (storage/README.md), so a lock in memory is enough.
+        self._annotation_locks = RoomLinearizer()
 
     async def _once(
         self,
@@ -85,13 +90,19 @@ class RoomSendHandler:
                 return await self._redact(requester, room_id, redacts, content)
             if self.spam_limits is not None:
                 self.spam_limits.check_message(content)
-            await check_new_relation(self.storage, room_id, requester.user_id, event_type, content)
-            persisted = await self.events.send_event(
-                room_id, event_type, requester.user_id, content
-            )
+            sender = requester.user_id
+            async with self._annotation_lock(sender, event_type, content):
+                await check_new_relation(self.storage, room_id, sender, event_type, content)
+                persisted = await self.events.send_event(room_id, event_type, sender, content)
             return persisted.event.event_id
 
         return await self._once(requester, f"{room_id}/send/{event_type}", txn_id, room_id, send)
+
+    def _annotation_lock(
+        self, sender: str, event_type: str, content: Mapping[str, Any]
+    ) -> AbstractAsyncContextManager[None]:
+        key = annotation_lock_key(sender, event_type, content)
+        return nullcontext() if key is None else self._annotation_locks.lock(key)
 
     async def redact(
         self,

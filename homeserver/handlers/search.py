@@ -1,7 +1,8 @@
 """Server-side search (C-S API "Server Side Search", search.yaml): the `room_events` category
 over the events a user may see, ranked or by recency, with context, profiles, room state,
-groups and pagination. Each page is one indexed query, then batched reads: events, history
-visibility, context, profiles and serialisation each cost one call whatever the page size.
+groups and pagination. Each page is one indexed query (the first page a second one, for
+`count`), then batched reads: events, history visibility, context, profiles and
+serialisation each cost one call whatever the page size.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import binascii
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from homeserver.errors import BadJson, Forbidden, InvalidParam
@@ -33,6 +34,9 @@ GROUP_KEYS = ("room_id", "sender")
 # Pages of matches read at most to fill one response when history visibility hides some;
 # the next_batch token goes on from where the last one stopped.
 _MAX_ROUNDS = 5
+# Matches whose history visibility `count` checks at most. `count` must not reveal events the
+# user may not see, so it is only given when every match could be checked.
+MAX_COUNTED = 500
 _WORD = re.compile(r"\w+")
 
 
@@ -122,32 +126,32 @@ class RoomEventsCriteria:
 
 @dataclass(frozen=True)
 class SearchCursor:
-    """Where a page stopped (an opaque next_batch token): the last match read, how many
-    matches came before it (for `count`), and the group a group's token stays within."""
+    """Where a page stopped (an opaque next_batch token): the last match read, the `count`
+    the first page gave (None: none), and the group a group's token stays within."""
 
     by_rank: bool
     rank: float | None
     stream_ordering: int
-    seen: int
+    count: int | None
     group: tuple[str, str] | None = None
 
     def encode(self) -> str:
-        data = [self.by_rank, self.rank, self.stream_ordering, self.seen, self.group]
+        data = [self.by_rank, self.rank, self.stream_ordering, self.count, self.group]
         return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
 
     def in_group(self, key: str, value: str) -> SearchCursor:
-        return SearchCursor(self.by_rank, self.rank, self.stream_ordering, self.seen, (key, value))
+        return replace(self, group=(key, value))
 
     @classmethod
     def decode(cls, token: str) -> SearchCursor:
         try:
             data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-            by_rank, rank, position, seen, group = data
+            by_rank, rank, position, count, group = data
             if not (
                 isinstance(by_rank, bool)
                 and (rank is None or isinstance(rank, (int, float)))
                 and isinstance(position, int)
-                and isinstance(seen, int)
+                and (count is None or isinstance(count, int))
             ):
                 raise ValueError
             if group is not None:
@@ -157,7 +161,7 @@ class SearchCursor:
                 group = (key, value)
         except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
             raise InvalidParam("Invalid next_batch token") from None
-        return cls(by_rank, None if rank is None else float(rank), position, seen, group)
+        return cls(by_rank, None if rank is None else float(rank), position, count, group)
 
 
 @dataclass
@@ -165,7 +169,7 @@ class _Page:
     rows: list[SearchRow] = field(default_factory=list)
     events: dict[str, Event] = field(default_factory=dict)
     memberships: dict[str, str] = field(default_factory=dict)
-    count: int = 0
+    count: int | None = 0
     next_cursor: SearchCursor | None = None
 
 
@@ -183,6 +187,7 @@ class SearchHandler:
         self.visibility = visibility
         self.serializer = serializer
         self.reads = reads
+        self.max_counted = MAX_COUNTED
 
     async def search(
         self, user_id: str, device_id: str, body: Mapping[str, Any], next_batch: str | None
@@ -223,11 +228,9 @@ class SearchHandler:
             contexts = await self._contexts(user_id, device_id, ordered, criteria)
             for result, event in zip(results, ordered, strict=True):
                 result["context"] = contexts[event.event_id]
-        out: dict[str, Any] = {
-            "count": page.count,
-            "highlights": list(criteria.terms),
-            "results": results,
-        }
+        out: dict[str, Any] = {"highlights": list(criteria.terms), "results": results}
+        if page.count is not None:
+            out["count"] = page.count
         if page.next_cursor is not None:
             out["next_batch"] = page.next_cursor.encode()
         if criteria.group_by:
@@ -269,29 +272,28 @@ class SearchHandler:
         exact_types = (
             f.types if f.types is not None and not any("*" in t for t in f.types) else None
         )
-        seen = cursor.seen if cursor is not None else 0
         after = (cursor.rank, cursor.stream_ordering) if cursor is not None else None
-        page = _Page()
+        query = SearchQuery(
+            terms=criteria.terms,
+            keys=criteria.keys,
+            by_rank=criteria.by_rank,
+            limit=limit,
+            rooms=rooms,
+            not_rooms=f.not_rooms,
+            senders=senders,
+            not_senders=f.not_senders,
+            types=exact_types,
+            not_types=[t for t in f.not_types if "*" not in t],
+        )
+        page = _Page(count=cursor.count if cursor is not None else None)
         for round_ in range(_MAX_ROUNDS):
             asked = limit - len(page.rows)
             rows, remaining = await self.storage.search.search(
-                user_id,
-                SearchQuery(
-                    terms=criteria.terms,
-                    keys=criteria.keys,
-                    by_rank=criteria.by_rank,
-                    limit=asked,
-                    after=after,
-                    rooms=rooms,
-                    not_rooms=f.not_rooms,
-                    senders=senders,
-                    not_senders=f.not_senders,
-                    types=exact_types,
-                    not_types=[t for t in f.not_types if "*" not in t],
-                ),
+                user_id, replace(query, limit=asked, after=after)
             )
-            if round_ == 0:
-                page.count = seen + remaining
+            if round_ == 0 and cursor is None:
+                # Later pages repeat the first page's count from their token.
+                page.count = await self._visible_count(user_id, query, remaining)
             events = await self.storage.events.get_events([r.event_id for r in rows])
             batch = [
                 events[r.event_id]
@@ -303,7 +305,6 @@ class SearchHandler:
             page.rows.extend(r for r in rows if r.event_id in shown)
             page.events.update(shown)
             page.memberships.update(visible.memberships)
-            seen += len(rows)
             if rows:
                 last = rows[-1]
                 after = (last.rank if criteria.by_rank else None, last.stream_ordering)
@@ -313,8 +314,22 @@ class SearchHandler:
                 break
         assert after is not None
         group = cursor.group if cursor is not None else None
-        page.next_cursor = SearchCursor(criteria.by_rank, after[0], after[1], seen, group)
+        page.next_cursor = SearchCursor(criteria.by_rank, after[0], after[1], page.count, group)
         return page
+
+    async def _visible_count(self, user_id: str, query: SearchQuery, total: int) -> int | None:
+        """search.yaml `count` of a search with `total` matches in the user's rooms: how many
+        of them the user may see (events hidden by history visibility, e.g. from before they
+        joined, must not show in it), None when there are too many to check. Filters on
+        type globs and event fields are not applied, so it may count a few more than could
+        be shown: the spec calls it approximate."""
+        if total == 0:
+            return 0
+        if total > self.max_counted:
+            return None
+        rows, _ = await self.storage.search.search(user_id, replace(query, limit=total))
+        metas = await self.storage.events.get_event_metas([r.event_id for r in rows])
+        return len(await self.visibility.visible_memberships(user_id, list(metas.values())))
 
     async def _contexts(
         self,

@@ -457,7 +457,9 @@ class RoomsSync:
             room_events = [
                 events[i]
                 for i in room_ids
-                if i in events and tf.matches_event(events[i]) and _shown(events[i], ctx.ignored)
+                if i in events
+                and tf.matches_event(events[i])
+                and shown_despite_ignoring(events[i], ctx.ignored)
             ]
             out[room_id] = _Timeline(room_events, limited)
             membership, member_event_id = member_events.get(room_id, ("", ""))
@@ -637,9 +639,9 @@ class RoomsSync:
         return out
 
 
-def _shown(event: Event, ignored: frozenset[str]) -> bool:
-    # "Ignoring Users": the ignored user's messages are hidden; state stays, or the room's
-    # state would not add up.
+def shown_despite_ignoring(event: Event, ignored: Collection[str]) -> bool:
+    """C-S API "Ignoring Users": the ignored users' messages are hidden (in /sync and
+    /threads); their state events stay, or the room's state would not add up."""
     return event.sender not in ignored or event.is_state()
 
 

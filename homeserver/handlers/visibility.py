@@ -101,19 +101,28 @@ class HistoryVisibility:
         events: Sequence[Event],
         metas: Mapping[str, EventMeta] | None = None,
     ) -> VisibleEvents:
-        """The events `user_id` may see, in their order. The rules read the state before and
-        after each event: an event is visible if either allows it. For most events the two
-        agree on what matters; they differ exactly for m.room.history_visibility events and
-        the user's own member events, where the spec allows either."""
+        """The events `user_id` may see, in their order (see `visible_memberships`)."""
         if not events:
             return VisibleEvents([], {})
         if metas is None:
             metas = await self.storage.events.get_event_metas([e.event_id for e in events])
+        memberships = await self.visible_memberships(
+            user_id, [metas[e.event_id] for e in events if e.event_id in metas]
+        )
+        visible = [e for e in events if e.event_id in memberships]
+        return VisibleEvents(visible, {e.event_id: memberships[e.event_id] for e in visible})
+
+    async def visible_memberships(self, user_id: str, metas: Sequence[EventMeta]) -> dict[str, str]:
+        """Of the events described by `metas`, those `user_id` may see, each with the user's
+        membership after it; what the rules need is in the metadata, so the events
+        themselves are not read. The rules read the state before and after each event: an
+        event is visible if either allows it. For most events the two agree on what matters;
+        they differ exactly for m.room.history_visibility events and the user's own member
+        events, where the spec allows either."""
+        if not metas:
+            return {}
         groups = {
-            g
-            for m in metas.values()
-            for g in (m.state_group_before, m.state_group_after)
-            if g is not None
+            g for m in metas for g in (m.state_group_before, m.state_group_after) if g is not None
         }
         keys: list[StateKey] = [(HISTORY_VISIBILITY, ""), (MEMBER, user_id)]
         states = await self.extras.get_state_at_groups(groups, keys)
@@ -121,9 +130,7 @@ class HistoryVisibility:
             {eid for s in states.values() for eid in s.values()}
         )
         joins: defaultdict[str, list[int]] = defaultdict(list)
-        joins.update(
-            await self.extras.get_user_joins_in_rooms({e.room_id for e in events}, user_id)
-        )
+        joins.update(await self.extras.get_user_joins_in_rooms({m.room_id for m in metas}, user_id))
 
         def decide(group: int | None, stream: int, room_id: str) -> tuple[bool, str]:
             state = states.get(group, {}) if group is not None else {}
@@ -137,17 +144,14 @@ class HistoryVisibility:
                 return True, membership
             return hv == INVITED and membership == "invite", membership
 
-        visible: list[Event] = []
         memberships: dict[str, str] = {}
-        for event in events:
-            meta = metas.get(event.event_id)
-            if meta is None or meta.outlier:
+        for meta in metas:
+            if meta.outlier:
                 continue  # no state known at it: nothing says the user may see it
-            before, _ = decide(meta.state_group_before, meta.stream_ordering, event.room_id)
+            before, _ = decide(meta.state_group_before, meta.stream_ordering, meta.room_id)
             after, membership_after = decide(
-                meta.state_group_after, meta.stream_ordering, event.room_id
+                meta.state_group_after, meta.stream_ordering, meta.room_id
             )
             if before or after:
-                visible.append(event)
-                memberships[event.event_id] = membership_after
-        return VisibleEvents(visible, memberships)
+                memberships[meta.event_id] = membership_after
+        return memberships

@@ -4,6 +4,7 @@ redactions breaking relationships; on both databases."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from urllib.parse import quote
 
@@ -242,6 +243,39 @@ async def test_duplicate_annotation_refused_until_redacted(rest: RestHelper) -> 
     assert again in {e["event_id"] for e in listed["chunk"]}
 
 
+async def test_concurrent_identical_annotations_land_once(rest: RestHelper) -> None:
+    room_id, [alice, bob] = await room_with(rest, "alice", "bob")
+    root = await rest.send(alice, room_id, "react to me")
+    thumbs = {"m.relates_to": {"rel_type": "m.annotation", "event_id": root, "key": "👍"}}
+
+    async def put(user: User, txn_id: str, content: Any) -> tuple[int, Any]:
+        path = f"{V3}/rooms/{quote(room_id)}/send/m.reaction/{txn_id}"
+        response = await rest.client.request("PUT", path, json=content, headers=user.headers)
+        return response.status, await response.json()
+
+    party = {"m.relates_to": {**thumbs["m.relates_to"], "key": "🎉"}}
+    answers = await asyncio.gather(
+        *(put(alice, f"race{i}", thumbs) for i in range(8)),
+        # Other keys and other users are not held up or refused.
+        put(alice, "other-key", party),
+        put(bob, "other-user", thumbs),
+    )
+
+    statuses = [status for status, _ in answers[:8]]
+    assert sorted(statuses) == [200] + [400] * 7
+    assert all(
+        body["errcode"] == "M_DUPLICATE_ANNOTATION" for status, body in answers[:8] if status == 400
+    )
+    assert [status for status, _ in answers[8:]] == [200, 200]
+    listed = await relations(rest, alice, room_id, root, "m.annotation")
+    senders_keys = sorted(
+        (e["sender"], e["content"]["m.relates_to"]["key"]) for e in listed["chunk"]
+    )
+    assert senders_keys == sorted(
+        [(alice.user_id, "👍"), (alice.user_id, "🎉"), (bob.user_id, "👍")]
+    )
+
+
 async def test_thread_from_a_related_event_refused(rest: RestHelper) -> None:
     room_id, [alice] = await room_with(rest, "alice")
     root = await rest.send(alice, room_id, "root")
@@ -300,3 +334,32 @@ async def test_aggregations_leave_out_ignored_users(rest: RestHelper) -> None:
     assert seen["m.thread"]["count"] == 1
     assert seen["m.thread"]["latest_event"]["event_id"] == alice_reply
     assert "m.reference" not in seen
+
+
+async def test_threads_leave_out_roots_sent_by_ignored_users(rest: RestHelper) -> None:
+    room_id, [alice, bob, carol] = await room_with(rest, "alice", "bob", "carol")
+    alice_root = await rest.send(alice, room_id, "alice's thread")
+    await rest.send(bob, room_id, text("bob in alice's", "m.thread", alice_root))
+    bob_root = await rest.send(bob, room_id, "bob's thread")
+    await rest.send(alice, room_id, text("alice in bob's", "m.thread", bob_root))
+    path = f"{V3}/user/{quote(carol.user_id)}/account_data/m.ignored_user_list"
+
+    await rest.request("PUT", path, carol, body={"ignored_users": {bob.user_id: {}}})
+    seen = await threads(rest, carol, room_id)
+    assert_response_valid(*THREADS, 200, seen)
+    # bob's reply does not hide alice's thread, only that reply (the thread then has none).
+    assert [e["event_id"] for e in seen["chunk"]] == [alice_root]
+    assert "m.thread" not in seen["chunk"][0]["unsigned"].get("m.relations", {})
+    # The pages still reach the threads after it.
+    page = await threads(rest, carol, room_id, limit="1")
+    assert page["chunk"] == [] and "next_batch" in page
+    rest_of = await threads(rest, carol, room_id, limit="1", **{"from": page["next_batch"]})
+    assert [e["event_id"] for e in rest_of["chunk"]] == [alice_root]
+    # Others still see bob's thread, and carol does once she stops ignoring him.
+    assert [e["event_id"] for e in (await threads(rest, alice, room_id))["chunk"]] == [
+        bob_root,
+        alice_root,
+    ]
+    await rest.request("PUT", path, carol, body={"ignored_users": {}})
+    seen = await threads(rest, carol, room_id)
+    assert [e["event_id"] for e in seen["chunk"]] == [bob_root, alice_root]

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+from homeserver.core import Core
 from tests.helpers.rest import V3, RestHelper, User
 from tests.helpers.spec_schemas import assert_response_valid
 
@@ -233,6 +234,47 @@ async def test_left_rooms_and_private_rooms(rest: RestHelper) -> None:
     assert found(await search(rest, bob, "kiwi")) == [seen_before]
     assert found(await search(rest, bob, "secret")) == []
     assert len((await search(rest, alice, "kiwi"))["results"]) == 4
+
+
+async def test_count_leaves_out_what_the_user_may_not_see(
+    rest: RestHelper, client_core: Core
+) -> None:
+    alice = await rest.register("alice")
+    bob = await rest.register("bob")
+    room = await rest.create_room(
+        alice,
+        initial_state=[
+            {"type": "m.room.history_visibility", "content": {"history_visibility": "joined"}}
+        ],
+    )
+    for i in range(3):
+        await rest.send(alice, room, f"durian before bob joined {i}")
+    await rest.invite(alice, room, bob.user_id)
+    # Invited, bob may see none of them: nor may the count tell him they exist.
+    invited = await search(rest, bob, "durian")
+    assert (invited["results"], invited["count"]) == ([], 0)
+
+    await rest.join(bob, room)
+    seen = [await rest.send(alice, room, f"durian while bob is here {i}") for i in range(2)]
+    await rest.leave(bob, room)
+    await rest.send(alice, room, "durian after bob left")
+    token = None
+    pages: list[str] = []
+    while True:
+        page = await search(rest, bob, "durian", next_batch=token, filter={"limit": 1})
+        assert page["count"] == 2
+        pages += found(page)
+        token = page.get("next_batch")
+        if token is None:
+            break
+    assert sorted(pages) == sorted(seen)
+    assert (await search(rest, alice, "durian"))["count"] == 6
+
+    # Too many matches (in rooms bob ever was in) to check each: no count rather than one
+    # that could include hidden events.
+    client_core.search.max_counted = 5
+    for user in (alice, bob):
+        assert "count" not in await search(rest, user, "durian")
 
 
 async def test_redacted_events_are_not_found(rest: RestHelper) -> None:

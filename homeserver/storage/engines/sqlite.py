@@ -43,6 +43,10 @@ def _rewrite(sql: str) -> str:
     return _PLACEHOLDER.sub(r"?\1", sql)
 
 
+def _lower(value: str | bytes | int | float | None) -> str | bytes | int | float | None:
+    return value.lower() if isinstance(value, str) else value
+
+
 class _Connection:
     """A sqlite3 connection owned by one thread, which runs the calls queued for it in order.
 
@@ -66,6 +70,9 @@ class _Connection:
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=10000")
+        # SQLite's own LOWER folds ASCII only; Python's, as PostgreSQL's, folds all of Unicode,
+        # so text lower-cased in SQL matches text lower-cased in Python (the user directory).
+        conn.create_function("lower", 1, _lower, deterministic=True)
         return conn
 
     def _serve(self) -> None:

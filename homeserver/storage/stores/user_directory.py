@@ -1,7 +1,8 @@
 """The user directory's index (C-S API "User directory"): each user's newest profile from
 their room joins, and which rooms are public or world-readable. Kept up to date by an
-EventIndexer in the transaction that stores events; searched with the rooms' current
-membership, so leaving a room takes a user out of others' results at once."""
+EventIndexer in the transaction that stores events (migration 0021 filled it from the current
+state of databases older than the index); searched with the rooms' current membership, so
+leaving a room takes a user out of others' results at once."""
 
 from __future__ import annotations
 
