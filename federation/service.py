@@ -110,7 +110,9 @@ def build_federation(core: Core, config: FederationConfig, media: MediaRepositor
     core.device_lists.remote = OutboundDeviceLists(sender, storage.e2e_keys)
     queries = FederationQueries(transport)
     core.room_api.directory.remote = queries
-    core.room_api.hierarchy.remote = FederationHierarchy(transport, server_name)
+    remote_hierarchy = FederationHierarchy(transport, server_name)
+    core.room_api.hierarchy.remote = remote_hierarchy
+    core.room_api.room_summary.remote = remote_hierarchy
     core.room_api.public_rooms.remote = FederationPublicRooms(transport)
     core.profile.remote = queries
     core.room_api.members.remote_joiner = RemoteJoiner(core, transport, signatures)

@@ -11,7 +11,8 @@ from urllib.parse import quote
 
 from federation.discovery import FederationError
 from federation.transport import FederationTransport
-from homeserver.handlers.hierarchy import MEGOLM, SPACE_CHILD, RemoteSpace
+from homeserver.handlers.hierarchy import SPACE_CHILD, RemoteSpace
+from homeserver.handlers.room_summary import MEGOLM
 from homeserver.identifiers import is_valid_server_name
 
 logger = logging.getLogger(__name__)

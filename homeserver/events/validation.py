@@ -75,6 +75,18 @@ def is_valid_room_id(room_version: RoomVersion, value: object) -> bool:
     )
 
 
+def is_valid_room_id_of_some_version(value: object) -> bool:
+    """A room ID in the grammar of some room version: what a client may name before anyone
+    knows the room's version."""
+    return isinstance(value, str) and (
+        _ROOM_ID_V12_RE.match(value) is not None
+        or (
+            len(value.encode("utf-8", "surrogatepass")) <= MAX_FIELD_BYTES
+            and _ROOM_ID_WITH_DOMAIN_RE.match(value) is not None
+        )
+    )
+
+
 def is_valid_event_id(room_version: RoomVersion, value: object) -> bool:
     if not isinstance(value, str):
         return False

@@ -13,16 +13,13 @@ from typing import Any, Protocol
 from homeserver.clock import Clock
 from homeserver.errors import Forbidden, InvalidParam, NotFound
 from homeserver.events.event import Event
-from homeserver.events.room_versions import KNOWN_ROOM_VERSIONS
-from homeserver.handlers.room_summary import RoomSummaries, RoomSummary
+from homeserver.handlers.room_summary import RoomSummaries, RoomSummary, may_see
 from homeserver.storage import Storage
 
 JsonDict = dict[str, Any]
 
 SPACE_CHILD = "m.space.child"
 SPACE = "m.space"
-MEGOLM = "m.megolm.v1.aes-sha2"  # the one `encryption` value room_summary.yaml allows
-RESTRICTED_RULES = ("restricted", "knock_restricted")
 
 # The spec asks for defaults and maxima of `limit` and `max_depth`; a larger value is lowered.
 DEFAULT_LIMIT = 50
@@ -220,14 +217,14 @@ class HierarchyHandler:
         for described_room in (room, *described.values()):
             named.update(described_room.get("allowed_room_ids", ()))
         joined = await self.storage.rooms.rooms_with_server(named, origin)
-        if not _may_see(room, joined, joined):
+        if not may_see(room, joined, joined):
             raise NotFound(f"{origin} may not see room {room_id}")
         accessible, inaccessible = [], []
         for child in children:
             chunk = described.get(child.room_id)
             if chunk is None:
                 continue  # not ours to describe (S-S: left out, not inaccessible)
-            if _may_see(chunk, joined, joined):
+            if may_see(chunk, joined, joined):
                 accessible.append(chunk)
             else:
                 inaccessible.append(child.room_id)
@@ -268,7 +265,7 @@ class HierarchyHandler:
     def _user_may_see(self, who: _Requester, room: JsonDict) -> bool:
         if room["room_id"] in who.banned:
             return False
-        return _may_see(room, who.joined | who.invited, who.joined)
+        return may_see(room, who.joined | who.invited, who.joined)
 
     def _resume(
         self, token: str, user_id: str, root: str, suggested_only: bool, max_depth: int
@@ -299,12 +296,7 @@ class HierarchyHandler:
 
 def _chunk(summary: RoomSummary, children_state: list[JsonDict]) -> JsonDict:
     """SpaceHierarchyRoomsChunk of a room this server is in."""
-    chunk = summary.chunk()
-    chunk["room_version"] = summary.room_version
-    if summary.encryption == MEGOLM:
-        chunk["encryption"] = summary.encryption
-    if summary.join_rule in RESTRICTED_RULES:
-        chunk["allowed_room_ids"] = list(summary.allowed_room_ids)
+    chunk = summary.described()
     # C-S "Spaces": empty unless the room is a space.
     chunk["children_state"] = children_state if summary.room_type == SPACE else []
     return chunk
@@ -319,26 +311,6 @@ def _stripped(event: Event) -> JsonDict:
         "sender": event.sender,
         "origin_server_ts": event.origin_server_ts,
     }
-
-
-def _may_see(room: Mapping[str, Any], present: Collection[str], joined: Collection[str]) -> bool:
-    """C-S API GET /hierarchy, `rooms`: whether the requester may see or join the room.
-    `present`: the rooms it is joined or invited to; `joined`: those it is joined to (what
-    restricted join rules ask)."""
-    if room["room_id"] in present or room.get("world_readable") is True:
-        return True
-    join_rule = room.get("join_rule")
-    version = KNOWN_ROOM_VERSIONS.get(str(room.get("room_version")))
-    if join_rule == "public":
-        return True
-    # Knocking needs a room version that has it; another server's room may not say which.
-    if join_rule == "knock":
-        return version is None or version.knock_join_rule
-    if join_rule == "knock_restricted":
-        return version is None or version.knock_restricted_join_rule
-    if join_rule == "restricted" and (version is None or version.restricted_join_rule):
-        return any(r in joined for r in room.get("allowed_room_ids", ()))
-    return False
 
 
 def _is_valid_child(child: Mapping[str, Any]) -> bool:

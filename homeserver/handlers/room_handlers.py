@@ -18,6 +18,7 @@ from homeserver.handlers.room_member import RoomMemberHandler
 from homeserver.handlers.room_reads import RoomReadHandler
 from homeserver.handlers.room_send import RoomSendHandler
 from homeserver.handlers.room_summary import RoomSummaries
+from homeserver.handlers.room_summary_handler import RoomSummaryHandler
 from homeserver.handlers.visibility import HistoryVisibility
 from homeserver.storage import Storage
 from homeserver.storage.stores.room_extras import RoomExtrasStore
@@ -37,6 +38,8 @@ class RoomHandlers:
     summaries: RoomSummaries
     # Space trees (C-S and S-S API GET /hierarchy).
     hierarchy: HierarchyHandler
+    # One room seen from outside (C-S API GET /room_summary).
+    room_summary: RoomSummaryHandler
     # The published room directory (/publicRooms, /directory/list/room).
     public_rooms: PublicRoomsHandler
     # /relations and /threads (C-S API "Relationships", "Threading").
@@ -64,5 +67,6 @@ def build_room_handlers(
         summaries=summaries,
         public_rooms=PublicRoomsHandler(storage, extras, summaries, events.server.server_name),
         hierarchy=HierarchyHandler(storage, summaries, events.server.server_name, clock),
+        room_summary=RoomSummaryHandler(storage, summaries, directory, events.server.server_name),
         relations=RelationsHandler(storage, visibility, serializer),
     )

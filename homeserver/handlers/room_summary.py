@@ -1,14 +1,16 @@
-"""RoomSummaries: what a room directory or a space hierarchy shows of a room without joining
-it (C-S API PublishedRoomsChunk: name, topic, alias, avatar, member count, join rule, type,
-and whether guests or anyone may read it), read for many rooms in a few batched queries."""
+"""RoomSummaries: what a room directory, a space hierarchy or GET /room_summary shows of a room
+without joining it (C-S API PublishedRoomsChunk and RoomSummary: name, topic, alias, avatar,
+member count, join rule, type, and whether guests or anyone may read it), read for many rooms in
+a few batched queries; and who may see a room so described (`may_see`)."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from homeserver.events.event import CREATE, HISTORY_VISIBILITY, JOIN_RULES, Event
+from homeserver.events.room_versions import KNOWN_ROOM_VERSIONS
 from homeserver.handlers.room_member import membership_conditions
 from homeserver.storage import Storage
 
@@ -20,6 +22,8 @@ CANONICAL_ALIAS = "m.room.canonical_alias"
 AVATAR = "m.room.avatar"
 GUEST_ACCESS = "m.room.guest_access"
 ENCRYPTION = "m.room.encryption"
+MEGOLM = "m.megolm.v1.aes-sha2"  # the one `encryption` value room_summary.yaml allows
+RESTRICTED_RULES = ("restricted", "knock_restricted")
 SUMMARY_TYPES = (
     CREATE,
     NAME,
@@ -64,6 +68,17 @@ class RoomSummary:
             if value is not None:
                 chunk[key] = value
         return chunk
+
+    def described(self) -> JsonDict:
+        """The C-S API RoomSummary (room_summary.yaml): the PublishedRoomsChunk with the room
+        version, its encryption and the rooms its restricted join rules allow."""
+        described = self.chunk()
+        described["room_version"] = self.room_version
+        if self.encryption == MEGOLM:
+            described["encryption"] = self.encryption
+        if self.join_rule in RESTRICTED_RULES:
+            described["allowed_room_ids"] = list(self.allowed_room_ids)
+        return described
 
 
 class RoomSummaries:
@@ -115,3 +130,24 @@ def _summary(room_id: str, create: Event, state: dict[str, Event], members: int)
         encryption=text(ENCRYPTION, "algorithm"),
         allowed_room_ids=tuple(membership_conditions(allow)),
     )
+
+
+def may_see(room: Mapping[str, Any], present: Collection[str], joined: Collection[str]) -> bool:
+    """C-S API GET /hierarchy `rooms` and GET /room_summary: whether the requester may see or
+    join the room a RoomSummary-like dict describes (this server's or another's). `present`:
+    the rooms it is joined or invited to; `joined`: those it is joined to (what restricted
+    join rules ask)."""
+    if room["room_id"] in present or room.get("world_readable") is True:
+        return True
+    join_rule = room.get("join_rule")
+    version = KNOWN_ROOM_VERSIONS.get(str(room.get("room_version")))
+    if join_rule == "public":
+        return True
+    # Knocking needs a room version that has it; another server's room may not say which.
+    if join_rule == "knock":
+        return version is None or version.knock_join_rule
+    if join_rule == "knock_restricted":
+        return version is None or version.knock_restricted_join_rule
+    if join_rule == "restricted" and (version is None or version.restricted_join_rule):
+        return any(r in joined for r in room.get("allowed_room_ids", ()))
+    return False
