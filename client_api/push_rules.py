@@ -108,7 +108,7 @@ async def get_pushers(request: web.Request) -> web.Response:
 
 async def set_pusher(request: web.Request) -> web.Response:
     who = await requester(request)
-    await core_of(request).pushers.set_pusher(who.user_id, await json_body(request))
+    await core_of(request).pushers.set_pusher(who.user_id, who.device_id, await json_body(request))
     return ok()
 
 

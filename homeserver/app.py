@@ -14,6 +14,7 @@ import os
 import signal
 import ssl
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -23,11 +24,13 @@ from signedjson.key import decode_verify_key_base64
 from client_api.http import CORE
 from client_api.middleware import install_client_middleware
 from client_api.routes import install_client_routes
+from federation.discovery import AddressPolicy
 from federation.server.http import FEDERATION
 from federation.server.key_query import KEYRING, KeyQueryServlet
 from federation.server.keys import ServerKeyServlet
 from federation.server.routes import install_federation_routes
 from federation.service import build_federation
+from federation.transport import make_ssl_context
 from homeserver.config import RESOURCES, Config, DatabaseConfig, ListenerConfig
 from homeserver.core import build_core
 from homeserver.crypto.keys import (
@@ -37,6 +40,7 @@ from homeserver.crypto.keys import (
     load_or_create_server_keys,
 )
 from homeserver.errors import Codes, MatrixError
+from homeserver.push.gateway import HttpPushGateway
 from homeserver.storage import DatabaseUnavailable, SchemaTooNew, Storage, open_storage
 from media_repo.repository import build_media_repository
 from media_repo.routes import MEDIA, install_media_routes
@@ -124,6 +128,13 @@ def _storage_context(
                 public_baseurl=config.public_baseurl,
                 limits=config.limits,
                 user_directory=config.user_directory,
+                email=config.email,
+                # A pusher's gateway is reached like a federation peer: the same address
+                # policy and certificate authorities.
+                push_gateway=HttpPushGateway(
+                    AddressPolicy(config.federation.allowed_ip_ranges).is_allowed,
+                    partial(make_ssl_context, config.federation),
+                ),
             )
             media = app[MEDIA] = build_media_repository(core, config.media)
             federation = build_federation(core, config.federation, media)
@@ -131,13 +142,14 @@ def _storage_context(
             app[FEDERATION] = federation.server
             await media.start()
             await federation.start()
+            await core.pusher_pool.start()
             try:
                 yield
             finally:
+                await core.pusher_pool.close()
                 await federation.close()
                 await media.close()
                 await core.persister.close()  # queued events commit before the database closes
-                await core.push_sender.close()
         finally:
             await storage.close()
 

@@ -174,6 +174,29 @@ class FederationConfig:
 
 
 @dataclass
+class EmailConfig:
+    """SMTP for email notifications of unread messages (homeserver/push/email_pusher.py)."""
+
+    notif_from: str
+    # Without it the "email" pusher kind is not offered (Synapse's email.enable_notifs).
+    enable_notifs: bool = False
+    smtp_host: str = "localhost"
+    smtp_port: int = 25
+    smtp_user: str | None = None
+    smtp_pass: str | None = field(default=None, repr=False)
+    # STARTTLS when the server offers it; required; or TLS from the first byte (port 465).
+    enable_tls: bool = True
+    require_transport_security: bool = False
+    force_tls: bool = False
+    app_name: str = "Matrix"
+    # Room links in the emails: {room_id} is replaced by the room's ID; a URL without it is
+    # taken as an Element web client's and gets /#/room/<room ID>.
+    client_base_url: str = "https://matrix.to/#/{room_id}"
+    # How long a notification stays unread before it is mailed (Synapse waits 10 minutes).
+    notif_delay_s: float = 600.0
+
+
+@dataclass
 class RedisConfig:
     enabled: bool = False
     url: str = "redis://127.0.0.1:6379"
@@ -192,6 +215,8 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
     user_directory: UserDirectoryConfig = field(default_factory=UserDirectoryConfig)
+    # None: no SMTP server, so no email notifications.
+    email: EmailConfig | None = None
     log_level: str = "INFO"
     public_baseurl: str | None = None
 
@@ -580,6 +605,61 @@ def _read_federation(s: _Section) -> FederationConfig:
     return federation
 
 
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(value: Any) -> float:
+    """Seconds from a number or a string such as "30s", "10m", "1h" or "2d"."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    m = _DURATION_RE.match(value) if isinstance(value, str) else None
+    if m is None:
+        raise _Invalid(f"expected seconds or a duration such as 10m, got {_type_name(value)}")
+    return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+
+
+_ADDRESS_RE = re.compile(r"<?[^@\s<>]+@[^@\s<>]+>?\s*$")
+
+
+def _read_email(s: _Section) -> EmailConfig | None:
+    if not s.raw:
+        return None
+    notif_from = s.get("notif_from", _STR, "")
+    # The From header: "Name <address>" or an address, on one line.
+    if not _ADDRESS_RE.search(notif_from) or "\n" in notif_from or "\r" in notif_from:
+        s.error("notif_from", 'required: the sender, such as "Example <noreply@example.org>"')
+    d = EmailConfig(notif_from)
+    email = EmailConfig(
+        notif_from=notif_from,
+        enable_notifs=s.get("enable_notifs", _BOOL, d.enable_notifs),
+        smtp_host=s.get("smtp_host", _STR, d.smtp_host),
+        smtp_port=s.get("smtp_port", _POSITIVE_INT, d.smtp_port),
+        smtp_user=s.get("smtp_user", _STR, None, optional=True),
+        smtp_pass=s.get("smtp_pass", _STR, None, optional=True),
+        enable_tls=s.get("enable_tls", _BOOL, d.enable_tls),
+        require_transport_security=s.get(
+            "require_transport_security", _BOOL, d.require_transport_security
+        ),
+        force_tls=s.get("force_tls", _BOOL, d.force_tls),
+        app_name=s.get("app_name", _STR, d.app_name),
+        client_base_url=s.get("client_base_url", _STR, d.client_base_url),
+        notif_delay_s=s.get("notif_delay", _duration, d.notif_delay_s),
+    )
+    if not email.smtp_host:
+        s.error("smtp_host", "must not be empty")
+    if email.smtp_port > 65535:
+        s.error("smtp_port", "expected a port number (1 to 65535)")
+    if (email.smtp_user is None) != (email.smtp_pass is None):
+        s.error("smtp_pass" if email.smtp_pass is None else "smtp_user", "set both or neither")
+    if email.require_transport_security and not (email.enable_tls or email.force_tls):
+        s.error("require_transport_security", "needs enable_tls or force_tls")
+    if not email.client_base_url.startswith(("http://", "https://")):
+        s.error("client_base_url", "expected an http:// or https:// URL")
+    s.finish()
+    return email
+
+
 def _read_redis(s: _Section) -> RedisConfig:
     d = RedisConfig()
     redis = RedisConfig(enabled=s.get("enabled", _BOOL, d.enabled), url=s.get("url", _STR, d.url))
@@ -620,6 +700,7 @@ def _read_config(raw: Mapping[Any, Any], base: Path, problems: list[str]) -> Con
         limits=_read_limits(top.section("limits")),
         federation=_read_federation(top.section("federation")),
         user_directory=_read_user_directory(top.section("user_directory")),
+        email=_read_email(top.section("email")),
         log_level=log_level,
         public_baseurl=public_baseurl,
     )
@@ -812,8 +893,9 @@ user_directory:
 
 # Talking to other servers.
 federation:
-  # Outbound requests never go to private, loopback or link-local addresses, except to
-  # these CIDR ranges (for a private deployment, or tests on 127.0.0.1). Example:
+  # Outbound requests (to other servers, and to the push gateways users' pushers name)
+  # never go to private, loopback or link-local addresses, except to these CIDR ranges
+  # (for a private deployment, or tests on 127.0.0.1). Example:
   #allowed_ip_ranges: ["10.1.0.0/16"]
   allowed_ip_ranges: []
   # Other servers' TLS certificates are checked against the system's CAs and this file's.
@@ -828,6 +910,32 @@ federation:
   #    verify_keys:
   #      "ed25519:auto": "Noi6WqcDj0QmPxCNQqgezwTlBKrfqehY1u2FyWP9uYw"
   trusted_key_servers: []
+
+# Email notifications: a user whose client set an "email" pusher gets one email per room
+# for the messages that notified them and stayed unread for notif_delay. Without this
+# section, or with enable_notifs false, POST /pushers/set refuses kind "email". Example:
+#email:
+#  enable_notifs: true
+#  # The From header of the emails (required).
+#  notif_from: "Example Chat <noreply@example.org>"
+#  smtp_host: "smtp.example.org"
+#  smtp_port: 587
+#  # Log in to the SMTP server (set both or neither).
+#  smtp_user: "homeserver"
+#  smtp_pass: "secret"
+#  # STARTTLS when the server offers it (enable_tls), refuse to send without it
+#  # (require_transport_security), or TLS from the first byte, usually on port 465
+#  # (force_tls).
+#  enable_tls: true
+#  require_transport_security: true
+#  force_tls: false
+#  # The name the emails give the chat service.
+#  app_name: "Example Chat"
+#  # Where the emails' room links go: {{room_id}} is replaced by the room's ID, for example
+#  # "https://app.element.io/#/room/{{room_id}}".
+#  client_base_url: "https://matrix.to/#/{{room_id}}"
+#  # How long a message may stay unread before it is mailed: seconds, or 30s, 10m, 1h.
+#  notif_delay: 10m
 
 # Redis links several server processes (wake-ups and cache invalidation).
 # A single process does not need it.

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from homeserver.address_policy import OutboundAddressPolicy
 from homeserver.clock import Clock, SystemClock
-from homeserver.config import LimitsConfig, RegistrationConfig, UserDirectoryConfig
+from homeserver.config import EmailConfig, LimitsConfig, RegistrationConfig, UserDirectoryConfig
 from homeserver.crypto.keys import ServerKeys
 from homeserver.handlers.account_data import AccountDataHandler
 from homeserver.handlers.auth import AuthHandler
@@ -26,7 +27,7 @@ from homeserver.handlers.receipts import ReceiptsHandler
 from homeserver.handlers.remote_events import RemoteEventHandler
 from homeserver.handlers.room import RoomCreationHandler
 from homeserver.handlers.room_handlers import RoomHandlers, build_room_handlers
-from homeserver.handlers.room_upgrade import RoomUpgradeHandler
+from homeserver.handlers.room_upgrade import RoomUpgradeHandler, UpgradeCarryOver
 from homeserver.handlers.search import SearchHandler
 from homeserver.handlers.state import StateHandler
 from homeserver.handlers.sync import SyncHandler, build_sync_handler
@@ -36,11 +37,15 @@ from homeserver.handlers.uia import InteractiveAuth, RegistrationTokens
 from homeserver.handlers.user_directory import UserDirectoryHandler
 from homeserver.notifier.local import LocalNotifier
 from homeserver.push.counts import NotificationCounter
+from homeserver.push.email_digest import EmailDigests
+from homeserver.push.email_pusher import EMAIL, EmailPusher
 from homeserver.push.gateway import HttpPushGateway
+from homeserver.push.http_pusher import HttpPusher, PushGateway
+from homeserver.push.mailer import SmtpMailer
 from homeserver.push.notifications import NotificationsHandler
+from homeserver.push.pusher_pool import PusherPool
 from homeserver.push.pushers import PushersHandler
 from homeserver.push.rules import PUSH_RULES, PushRulesHandler
-from homeserver.push.sender import PushGateway, PushSender
 from homeserver.ratelimit import RateLimits
 from homeserver.storage import Storage
 from homeserver.storage.stores.user_data import UserDataStore
@@ -91,7 +96,7 @@ class Core:
     push_rules: PushRulesHandler
     notifications: NotificationsHandler
     pushers: PushersHandler
-    push_sender: PushSender
+    pusher_pool: PusherPool
     # Moderation (issue 7): content reports, room upgrades, the user directory.
     reports: ReportsHandler
     room_upgrades: RoomUpgradeHandler
@@ -108,6 +113,7 @@ def build_core(
     limits: LimitsConfig | None = None,
     user_directory: UserDirectoryConfig | None = None,
     push_gateway: PushGateway | None = None,
+    email: EmailConfig | None = None,
 ) -> Core:
     clock = clock or SystemClock()
     server = LocalServer(server_name, keys)
@@ -122,6 +128,7 @@ def build_core(
     rooms = RoomCreationHandler(events)
     room_api = build_room_handlers(storage, events, rooms, clock)
     room_api.serializer.aggregations.ignored = account_data
+    room_api.relations.ignored = account_data
     sync = build_sync_handler(
         storage,
         notifier,
@@ -174,24 +181,43 @@ def build_core(
         ),
         push_rules=(push_rules := PushRulesHandler(storage.push, account_data)),
         notifications=NotificationsHandler(storage.push, storage.events, room_api.serializer),
-        pushers=PushersHandler(storage.push, clock),
-        push_sender=(
-            push_sender := PushSender(
-                storage.push, storage.events, push_gateway or HttpPushGateway()
-            )
+        pushers=PushersHandler(
+            storage.push,
+            (pusher_pool := PusherPool(storage.push)),
+            clock,
+            lambda: storage.stream_ids.current,
         ),
+        pusher_pool=pusher_pool,
         reports=ReportsHandler(storage, storage.reports, room_api.visibility, clock),
-        room_upgrades=RoomUpgradeHandler(storage, events, rooms, clock),
+        room_upgrades=RoomUpgradeHandler(
+            storage,
+            events,
+            rooms,
+            clock,
+            (carry_over := UpgradeCarryOver(storage, account_data, push_rules)),
+        ),
         user_directory=UserDirectoryHandler(
             storage.user_directory,
             search_all_users=(user_directory or UserDirectoryConfig()).search_all_users,
         ),
     )
     room_api.members.max_joined_members = limits.max_joined_members_per_room
+    room_api.members.on_joined.append(carry_over.joined)
     if limits.spam.enabled:
         room_api.send.spam_limits = SpamLimits(limits.spam.max_mentions, limits.spam.max_links)
+    gateway = push_gateway or HttpPushGateway(OutboundAddressPolicy().is_allowed)
+    pusher_pool.add_kind(
+        "http", lambda p: HttpPusher(p, storage.push, clock, storage.events, gateway), gateway.close
+    )
+    if email is not None and email.enable_notifs:
+        mailer = SmtpMailer(email)
+        digests = EmailDigests(email, storage.events, storage.rooms, storage.sync_reads)
+        delay_s = email.notif_delay_s
+        pusher_pool.add_kind(
+            EMAIL, lambda p: EmailPusher(p, storage.push, clock, digests, mailer, delay_s)
+        )
     storage.persist.add_indexer(
-        NotificationCounter(server_name, push_rules, storage.push, push_sender)
+        NotificationCounter(server_name, push_rules, storage.push, pusher_pool.on_notified)
     )
     core.receipts.receipts_read = core.notifications
     # The per-user streams beside room events, each under its slot of the sync token.

@@ -105,6 +105,12 @@ class AccountDataHandler:
             user_id, room_id, lambda tags: {k: v for k, v in tags.items() if k != tag}
         )
 
+    async def copy_tags(self, user_id: str, old_room: str, new_room: str) -> None:
+        """The old room's tags onto the new one (tags set there already win)."""
+        tags = await self.get_tags(user_id, old_room)
+        if tags:
+            await self._edit_tags(user_id, new_room, lambda current: {**tags, **current})
+
     async def _edit_tags(self, user_id: str, room_id: str, edit: Any) -> None:
         def change(old: dict[str, Any] | None) -> dict[str, Any]:
             tags = old.get("tags") if old else None

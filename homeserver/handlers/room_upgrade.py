@@ -5,7 +5,7 @@ tombstone in the old room and the old room's power levels raised so that it fall
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from homeserver.auth_rules.power_levels import PowerLevels
 from homeserver.clock import Clock
@@ -44,6 +44,37 @@ _TRANSFERRED = (
 _QUIETED = ("events_default", "invite")
 
 
+class TagCopier(Protocol):
+    async def copy_tags(self, user_id: str, old_room: str, new_room: str) -> None: ...
+
+
+class RoomRuleCopier(Protocol):
+    async def copy_room_rules(self, user_id: str, old_room: str, new_room: str) -> None: ...
+
+
+class UpgradeCarryOver:
+    """What a member set up for a room follows them into its replacement when they join it,
+    as Synapse does: the room's tags and the push rules naming it (a muted room stays
+    muted, a favourite stays a favourite)."""
+
+    def __init__(self, storage: Storage, tags: TagCopier, push_rules: RoomRuleCopier) -> None:
+        self.storage = storage
+        self.tags = tags
+        self.push_rules = push_rules
+
+    async def joined(self, user_id: str, room_id: str) -> None:
+        create_id = await self.storage.rooms.get_current_state_event_id(room_id, CREATE, "")
+        create = await self.storage.events.get_event(create_id) if create_id else None
+        predecessor = create.content.get("predecessor") if create is not None else None
+        old_room = predecessor.get("room_id") if isinstance(predecessor, dict) else None
+        if not isinstance(old_room, str):
+            return
+        if await self.storage.rooms.get_membership(old_room, user_id) is None:
+            return
+        await self.tags.copy_tags(user_id, old_room, room_id)
+        await self.push_rules.copy_room_rules(user_id, old_room, room_id)
+
+
 class RoomUpgradeHandler:
     def __init__(
         self,
@@ -51,12 +82,14 @@ class RoomUpgradeHandler:
         events: EventCreationHandler,
         rooms: RoomCreationHandler,
         clock: Clock,
+        carry_over: UpgradeCarryOver,
     ) -> None:
         self.storage = storage
         self.extras = storage.room_extras
         self.events = events
         self.rooms = rooms
         self.clock = clock
+        self.carry_over = carry_over
         # One upgrade of a room at a time: two at once would make two replacement rooms.
         self._upgrading = RoomLinearizer()
 
@@ -85,6 +118,8 @@ class RoomUpgradeHandler:
                 user_id, room_id, room_version, state, levels, additional_creators
             )
             await self._move_aliases(user_id, room_id, new_room, state)
+            # The upgrading user joined the new room in making it.
+            await self.carry_over.joined(user_id, new_room)
             await self.events.send_event(
                 room_id,
                 TOMBSTONE,

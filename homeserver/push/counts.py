@@ -1,6 +1,9 @@
 """Notification counts (C-S API "Receiving notifications", "Marking notifications as read"):
 each new live event is evaluated against the push rules of every local member of its room
-but the sender, and the events that notify or highlight become rows of event_push_actions.
+but the sender. What it means for the members the server-default rules treat alike (all
+but those a mention singles out, and those with rules of their own) is one row for the room;
+each user whose outcome differs gets a row of their own. A message in a room of a thousand
+members is one evaluation of the default rules and one or a few rows, not a thousand.
 
 Computed in the transaction that stores the event (an EventIndexer), not by following the
 event stream afterwards: the spec wants the new count "in the same /sync response as the
@@ -13,18 +16,23 @@ batch: the state before the batch's events.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 from homeserver.auth_rules.power_levels import PowerLevels
 from homeserver.events.event import Event
 from homeserver.events.room_versions import RoomVersion
 from homeserver.lru import LruCache
-from homeserver.push.evaluator import RoomFacts
+from homeserver.push.evaluator import CompiledRuleset, Outcome, RoomFacts
 from homeserver.push.rules import PushRulesHandler
-from homeserver.push.sender import PushSender
 from homeserver.storage.database import Txn
 from homeserver.storage.stores.persist import IndexedEvent
-from homeserver.storage.stores.push import MAIN_THREAD, PushActionRow, PushStore, UnreadCounts
+from homeserver.storage.stores.push import (
+    MAIN_THREAD,
+    PushActionRow,
+    PushStore,
+    RoomOutcomeRow,
+    UnreadCounts,
+)
 
 THREAD_RELATION = "m.thread"
 
@@ -42,11 +50,16 @@ def thread_of(event: Event) -> str:
 
 class NotificationCounter:
     def __init__(
-        self, server_name: str, rules: PushRulesHandler, store: PushStore, sender: PushSender
+        self,
+        server_name: str,
+        rules: PushRulesHandler,
+        store: PushStore,
+        on_notified: Callable[[Collection[str]], None],
     ) -> None:
         self.rules = rules
         self.store = store
-        self.sender = sender
+        # Told, once the transaction has committed, which users got notifying rows.
+        self.on_notified = on_notified
         # room_id -> ((create event ID, power levels event ID), parsed power levels): most
         # events leave both unchanged, so their JSON is read once per change.
         self._power_levels_cache: LruCache[
@@ -64,6 +77,7 @@ class NotificationCounter:
         if not live:
             return
         members = await self._local_joined_members(txn, room_id)
+        await self._track_memberships(txn, room_id, live, set(members))
         # An invite notifies its invitee, who is not yet in the room (.m.rule.invite_for_me).
         invitees = {
             e.event.state_key
@@ -90,39 +104,101 @@ class NotificationCounter:
                 else {}
             ),
         )
+        # Users sharing a rule set are evaluated together: most share the server defaults,
+        # whose outcome for the members they do not single out becomes one room row.
+        defaults = self.rules.defaults
+        groups: dict[int, tuple[CompiledRuleset, set[str]]] = {id(defaults): (defaults, set())}
+        for user_id, ruleset in rulesets.items():
+            groups.setdefault(id(ruleset), (ruleset, set()))[1].add(user_id)
+        joined = set(members)
+        room_rows: list[RoomOutcomeRow] = []
         rows: list[PushActionRow] = []
+        notified: set[str] = set()
         for indexed in live:
             event = indexed.event
             pdu = event.pdu
             thread_id = thread_of(event)
-            targets = set(members)
+            audience = joined - {event.sender}
             if event.state_key in invitees:
-                targets.add(event.state_key)
-            for user_id in targets - {event.sender}:
-                outcome = rulesets[user_id].evaluate(pdu, facts)
-                if outcome is not None and (outcome.notify or outcome.highlight):
-                    rows.append(
-                        PushActionRow(
-                            user_id,
-                            event.event_id,
-                            room_id,
-                            indexed.stream_ordering,
-                            thread_id,
-                            outcome.notify,
-                            outcome.highlight,
-                            outcome.actions,
-                            event.origin_server_ts,
-                        )
+                audience.add(event.state_key)
+            singled_out, common = defaults.evaluate_split(
+                pdu, facts, groups[id(defaults)][1] & audience
+            )
+            room_effect = _effect(common)
+            if room_effect is not None and joined:
+                room_rows.append(
+                    RoomOutcomeRow(
+                        room_id,
+                        indexed.stream_ordering,
+                        event.event_id,
+                        thread_id,
+                        event.sender,
+                        room_effect.notify,
+                        room_effect.highlight,
+                        room_effect.actions,
+                        event.origin_server_ts,
                     )
+                )
+            # Who gets pushed for this event (a wake-up for their pushers).
+            pushed = audience & joined if room_effect is not None and room_effect.notify else set()
+            outcomes: dict[str, Outcome | None] = dict(singled_out)
+            for ruleset, users in groups.values():
+                if ruleset is not defaults:
+                    targets = users & audience
+                    found = ruleset.evaluate_for(pdu, facts, targets)
+                    outcomes.update((u, found.get(u)) for u in targets)
+            for user_id, outcome in outcomes.items():
+                # The room row counts for joined members only; an invitee has none.
+                base = room_effect if user_id in joined else None
+                effect = _effect(outcome)
+                if effect == base:
+                    continue
+                rows.append(
+                    PushActionRow(
+                        user_id,
+                        event.event_id,
+                        room_id,
+                        indexed.stream_ordering,
+                        thread_id,
+                        effect is not None and effect.notify,
+                        effect is not None and effect.highlight,
+                        effect.actions if effect is not None else [],
+                        event.origin_server_ts,
+                        base is not None and base.notify,
+                        base is not None and base.highlight,
+                    )
+                )
+                if effect is not None and effect.notify:
+                    pushed.add(user_id)
+                else:
+                    pushed.discard(user_id)
+            notified |= pushed
             if self._is_local(event.sender):
                 # Sending an event counts as reading up to it ("Marking notifications as
                 # read"), in the thread it was sent to.
                 await self.store.mark_read(
                     event.sender, room_id, indexed.stream_ordering, thread_id, txn
                 )
-        await self.store.add_push_actions_txn(txn, rows)
-        if rows:
-            txn.call_after(lambda: self.sender.on_committed(rows))
+        await self.store.add_push_actions_txn(txn, room_rows, rows)
+        if notified:
+            txn.call_after(lambda: self.on_notified(notified))
+
+    async def _track_memberships(
+        self, txn: Txn, room_id: str, live: Sequence[IndexedEvent], joined: set[str]
+    ) -> None:
+        """Where local users joined and left: a room's notifications count for a user from
+        their join on, and not at all once they have left."""
+        for indexed in live:
+            event = indexed.event
+            user_id = event.state_key
+            if event.type != "m.room.member" or not user_id or not self._is_local(user_id):
+                continue
+            if event.membership == "join" and user_id not in joined:
+                await self.store.joined_txn(txn, user_id, room_id, indexed.stream_ordering)
+                joined.add(user_id)
+            elif event.membership != "join" and user_id in joined:
+                await self.store.left_txn(txn, user_id, room_id)
+                joined.discard(user_id)
 
     async def _local_joined_members(self, txn: Txn, room_id: str) -> dict[str, str]:
         """Local joined user ID -> the event ID of their membership."""
@@ -172,6 +248,14 @@ class NotificationCounter:
             if isinstance(name, str) and member.state_key:
                 names[member.state_key] = name
         return names
+
+
+def _effect(outcome: Outcome | None) -> Outcome | None:
+    """What an outcome changes of counts and pushes: nothing unless it notifies or
+    highlights."""
+    if outcome is None or not (outcome.notify or outcome.highlight):
+        return None
+    return outcome
 
 
 def sync_counts(

@@ -1,14 +1,16 @@
 """PushersHandler: a user's pushers (C-S API "Pushers", pusher.yaml): GET /pushers and
-POST /pushers/set. Only `http` pushers are accepted: this server sends no email."""
+POST /pushers/set. The kinds accepted are those the PusherPool has workers for."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 from homeserver.clock import Clock
 from homeserver.errors import Codes, InvalidParam, MatrixError
+from homeserver.push.email_pusher import EMAIL, check_email_pusher
+from homeserver.push.pusher_pool import PusherPool
 from homeserver.storage.stores.push import Pusher, PushStore
 
 JsonDict = dict[str, Any]
@@ -21,9 +23,18 @@ _REQUIRED_TO_SET = ("app_display_name", "device_display_name", "lang", "data")
 
 
 class PushersHandler:
-    def __init__(self, store: PushStore, clock: Clock) -> None:
+    def __init__(
+        self,
+        store: PushStore,
+        pool: PusherPool,
+        clock: Clock,
+        stream_position: Callable[[], int],
+    ) -> None:
         self.store = store
+        self.pool = pool
         self.clock = clock
+        # Where a new pusher starts: notifications from before it was set are not pushed.
+        self.stream_position = stream_position
 
     async def get_pushers(self, user_id: str) -> list[JsonDict]:
         out = []
@@ -42,7 +53,9 @@ class PushersHandler:
             out.append(entry)
         return out
 
-    async def set_pusher(self, user_id: str, body: Mapping[str, Any]) -> None:
+    async def set_pusher(
+        self, user_id: str, device_id: str | None, body: Mapping[str, Any]
+    ) -> None:
         """POST /pushers/set: create or update (kind given) or delete (kind null)."""
         app_id, pushkey = body.get("app_id"), body.get("pushkey")
         missing = [k for k in ("kind", "app_id", "pushkey") if k not in body]
@@ -57,8 +70,9 @@ class PushersHandler:
         kind = body["kind"]
         if kind is None:
             await self.store.delete_pusher(user_id, app_id, pushkey)
+            await self.pool.pusher_removed(user_id, app_id, pushkey)
             return
-        if kind != HTTP:
+        if kind not in self.pool.kinds:
             raise InvalidParam(f"Unsupported pusher kind {kind!r}")
         missing = [k for k in _REQUIRED_TO_SET if k not in body]
         if missing:
@@ -75,22 +89,26 @@ class PushersHandler:
         data = body["data"]
         if not isinstance(data, dict):
             raise InvalidParam("data must be an object")
-        _check_gateway_url(data.get("url"))
-        await self.store.set_pusher(
-            Pusher(
-                user_id,
-                app_id,
-                pushkey,
-                kind,
-                body["app_display_name"],
-                body["device_display_name"],
-                profile_tag,
-                body["lang"],
-                data,
-                self.clock.time_ms(),
-            ),
-            append,
+        if kind == HTTP:
+            _check_gateway_url(data.get("url"))
+        elif kind == EMAIL:
+            check_email_pusher(app_id, pushkey)
+        pusher = Pusher(
+            user_id,
+            app_id,
+            pushkey,
+            kind,
+            body["app_display_name"],
+            body["device_display_name"],
+            profile_tag,
+            body["lang"],
+            data,
+            self.clock.time_ms(),
+            device_id,
+            self.stream_position(),
         )
+        await self.store.set_pusher(pusher, append)
+        await self.pool.pusher_set(pusher)
 
 
 def _check_gateway_url(url: Any) -> None:

@@ -14,6 +14,7 @@ from homeserver.push.default_rules import (
     DEFAULT_RULE_KINDS,
     DEFAULT_RULES,
     KINDS,
+    USER_ID,
     for_user,
 )
 from homeserver.push.evaluator import CompiledRuleset
@@ -73,6 +74,9 @@ class PushRulesHandler:
         # Compiled once per rule set and kept until the user edits it: every event in a room
         # is evaluated for each local member.
         self._compiled: LruCache[str, CompiledRuleset] = LruCache(cache_size)
+        # Every user who changed nothing shares this one, so an event is evaluated once for
+        # all of them.
+        self.defaults = CompiledRuleset(USER_ID, ruleset_json(USER_ID, UserRules([], {})))
         # Counts edits: a rule set read while an edit committed is used but not cached (on
         # PostgreSQL the read may predate the edit, and the edit's invalidation already ran).
         self._edits = 0
@@ -84,7 +88,8 @@ class PushRulesHandler:
     async def compiled_rulesets(
         self, user_ids: Collection[str], q: Queryable | None = None
     ) -> dict[str, CompiledRuleset]:
-        """Each user's compiled rule set; `q` reads the missing ones inside a transaction."""
+        """Each user's compiled rule set (the same object for every user who shares it); `q`
+        reads the missing ones inside a transaction."""
         out: dict[str, CompiledRuleset] = {}
         missing = []
         for user_id in user_ids:
@@ -95,7 +100,10 @@ class PushRulesHandler:
                 out[user_id] = cached
         edits_before = self._edits
         for user_id, stored in (await self.store.get_rules(missing, q)).items():
-            compiled = CompiledRuleset(user_id, ruleset_json(user_id, stored))
+            if stored.rules or stored.default_changes:
+                compiled = CompiledRuleset(user_id, ruleset_json(user_id, stored))
+            else:
+                compiled = self.defaults
             if self._edits == edits_before:
                 self._compiled.put(user_id, compiled)
             out[user_id] = compiled
@@ -184,6 +192,38 @@ class PushRulesHandler:
             raise NotFound("The push rule was not found.")
         await self._changed(user_id)
 
+    async def copy_room_rules(self, user_id: str, old_room: str, new_room: str) -> None:
+        """The user's rules about `old_room` (its room rule; override and underride rules
+        matching its ID, as clients mute a room) apply to `new_room` too, unless rules of
+        the same IDs exist there: a muted room stays muted once upgraded."""
+        stored = (await self.store.get_rules([user_id]))[user_id]
+        existing = {(r.kind, r.rule_id) for r in stored.rules}
+        copies: list[StoredRule] = []
+        for rule in stored.rules:
+            if rule.kind == "room" and rule.rule_id == old_room:
+                copies.append(StoredRule("room", new_room, [], None, rule.actions, rule.enabled))
+            elif rule.kind in ("override", "underride") and any(
+                _names_room(c, old_room) for c in rule.conditions
+            ):
+                if old_room in rule.rule_id:
+                    rule_id = rule.rule_id.replace(old_room, new_room)
+                else:
+                    rule_id = f"{rule.rule_id}-{new_room}"
+                conditions = [
+                    {**c, "pattern": new_room} if _names_room(c, old_room) else c
+                    for c in rule.conditions
+                ]
+                copies.append(
+                    StoredRule(rule.kind, rule_id, conditions, None, rule.actions, rule.enabled)
+                )
+        copies = [c for c in copies if (c.kind, c.rule_id) not in existing]
+        for copy in copies:
+            await self.store.put_rule(user_id, copy, None, None)
+            if not copy.enabled:
+                await self.store.update_rule(user_id, copy.kind, copy.rule_id, enabled=False)
+        if copies:
+            await self._changed(user_id)
+
     async def account_data_content(self, user_id: str) -> JsonDict:
         """The user's rules as the m.push_rules account data holds them."""
         return {SCOPE: await self.get_ruleset(user_id)}
@@ -193,6 +233,15 @@ class PushRulesHandler:
         self._compiled.pop(user_id)
         content = await self.account_data_content(user_id)
         await self.account_data.set(user_id, None, PUSH_RULES, content)
+
+
+def _names_room(condition: Any, room_id: str) -> bool:
+    return (
+        isinstance(condition, dict)
+        and condition.get("kind") == "event_match"
+        and condition.get("key") == "room_id"
+        and condition.get("pattern") == room_id
+    )
 
 
 def _check_kind(kind: str) -> None:

@@ -172,3 +172,45 @@ async def test_upgrade_to_v12_sets_creators_and_keeps_the_room_type(rest: RestHe
         rest, alice, new, {"new_version": "12", "additional_creators": ["bob"]}, expect=400
     )
     assert bad["errcode"] == "M_INVALID_PARAM"
+
+
+async def test_tags_and_push_rules_follow_members_into_the_new_room(rest: RestHelper) -> None:
+    """A room a member muted stays muted after its upgrade, and keeps its tags, once they
+    join the new room; the upgrader's come along at once."""
+    alice, bob, carol = [await rest.register(n) for n in ("alice", "bob", "carol")]
+    old = await rest.create_room(alice, preset="public_chat")
+    await rest.join(bob, old)
+    await rest.join(carol, old)
+    rules = f"{V3}/pushrules/global"
+    # Element mutes with an override rule named after the room; a room rule does as well.
+    mute = {
+        "actions": [],
+        "conditions": [{"kind": "event_match", "key": "room_id", "pattern": old}],
+    }
+    await rest.request("PUT", f"{rules}/override/{quote(old)}", bob, mute)
+    await rest.request("PUT", f"{rules}/room/{quote(old)}", bob, {"actions": []})
+    for user, tag in ((alice, "m.favourite"), (bob, "u.work")):
+        path = f"{V3}/user/{quote(user.user_id)}/rooms/{quote(old)}/tags/{tag}"
+        await rest.request("PUT", path, user, {"order": 0.5})
+
+    new = (await upgrade(rest, alice, old, {"new_version": "11"}))["replacement_room"]
+    tags = await rest.request(
+        "GET", f"{V3}/user/{quote(alice.user_id)}/rooms/{quote(new)}/tags", alice
+    )
+    assert tags == {"tags": {"m.favourite": {"order": 0.5}}}
+    await rest.join(bob, new)
+    await rest.join(carol, new)
+    tags = await rest.request("GET", f"{V3}/user/{quote(bob.user_id)}/rooms/{quote(new)}/tags", bob)
+    assert tags == {"tags": {"u.work": {"order": 0.5}}}
+    override = await rest.request("GET", f"{rules}/override/{quote(new)}", bob)
+    assert override["conditions"] == [{"kind": "event_match", "key": "room_id", "pattern": new}]
+    assert override["actions"] == []
+    assert (await rest.request("GET", f"{rules}/room/{quote(new)}", bob))["actions"] == []
+    # Carol set nothing up: nothing was made for her.
+    await rest.request("GET", f"{rules}/room/{quote(new)}", carol, expect=404)
+    await rest.send(alice, new, "anyone?")
+    synced = await rest.sync(bob)
+    counts = synced["rooms"]["join"][new]["unread_notifications"]
+    assert counts == {"notification_count": 0, "highlight_count": 0}
+    synced = await rest.sync(carol)
+    assert synced["rooms"]["join"][new]["unread_notifications"]["notification_count"] == 1

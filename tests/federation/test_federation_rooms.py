@@ -93,6 +93,10 @@ async def test_remote_join_and_messages_both_ways(tmp_path: Path, engine: str) -
             assert (await wait_for_message(server, user, room_id, "hello from C"))[
                 "sender"
             ] == carol.user_id
+        # A member on another server gets counts from their join on: carol's message since
+        # bob's own read his room up to it.
+        counts = (await b.rest.sync(bob))["rooms"]["join"][room_id]["unread_notifications"]
+        assert counts == {"notification_count": 1, "highlight_count": 0}
         await a.rest.send(alice, room_id, "A again")
         await wait_for_message(c, carol, room_id, "A again")
 

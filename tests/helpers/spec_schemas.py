@@ -74,3 +74,17 @@ def assert_response_valid(api: str, path: str, method: str, status: int, body: A
     validator = _response_validator(api, path, method, status)
     errors = sorted(validator.iter_errors(body), key=lambda e: e.path)
     assert not errors, "; ".join(f"{list(e.path)}: {e.message}" for e in errors)
+
+
+def assert_request_valid(api: str, path: str, method: str, body: Any) -> None:
+    """A request body (what we send as a client, e.g. to a push gateway) against the
+    operation's request schema in the spec's OpenAPI file data/api/`api`."""
+    file = SPEC_DATA / "api" / api
+    if not file.exists():
+        pytest.skip(f"the Matrix spec data is not at {SPEC_DATA} (only beside the project repo)")
+    operation = yaml.safe_load(file.read_text())["paths"][path][method]
+    schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    registry: Registry[Any] = Registry(retrieve=_retrieve)  # type: ignore[call-arg]
+    validator = Draft202012Validator({"$id": file.as_uri(), **schema}, registry=registry)
+    errors = sorted(validator.iter_errors(body), key=lambda e: e.path)
+    assert not errors, "; ".join(f"{list(e.path)}: {e.message}" for e in errors)

@@ -222,7 +222,8 @@ class AccountsStore:
         """Delete the devices and their tokens; None means every device of the user."""
         self._forget_token_owners_txn(txn)
         # The device rows first: they are the lock a device's token changes take first.
-        for table in ("devices", "access_tokens", "refresh_tokens"):
+        # A device's pushers go with it: a phone signed out gets no more notifications.
+        for table in ("devices", "access_tokens", "refresh_tokens", "pushers"):
             if device_ids is None:
                 await txn.execute(f"DELETE FROM {table} WHERE user_id = $1", user_id)
             else:
