@@ -104,7 +104,7 @@ async def deactivate(request: web.Request) -> web.Response:
     await core_of(request).devices.deactivate(
         who.user_id if who else None, field(body, "auth", dict, required=False)
     )
-    # No third-party identifiers are ever bound here, so there is nothing left to unbind.
+    # No third-party identifier is ever bound to an identity server, so none is left bound.
     return ok({"id_server_unbind_result": "success"})
 
 

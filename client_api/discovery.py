@@ -28,6 +28,7 @@ async def well_known_client(request: web.Request) -> web.Response:
 
 async def capabilities(request: web.Request) -> web.Response:
     await requester(request)
+    core = core_of(request)
     return ok(
         {
             "capabilities": {
@@ -38,7 +39,7 @@ async def capabilities(request: web.Request) -> web.Response:
                 "m.change_password": {"enabled": True},
                 "m.set_displayname": {"enabled": True},
                 "m.set_avatar_url": {"enabled": True},
-                "m.3pid_changes": {"enabled": False},
+                "m.3pid_changes": {"enabled": core.threepids.can_add_email},
                 "m.get_login_token": {"enabled": False},
             }
         }

@@ -27,6 +27,7 @@ from client_api import (
     rooms,
     search,
     sync,
+    threepids,
     to_device,
     user_directory,
 )
@@ -58,5 +59,6 @@ def install_client_routes(router: web.UrlDispatcher) -> None:
         moderation,
         room_upgrade,
         user_directory,
+        threepids,
     ):
         router.add_routes(module.routes())

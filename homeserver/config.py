@@ -138,6 +138,9 @@ class LimitsConfig:
     login_account: RateLimit = field(default_factory=lambda: RateLimit(0.1, 5))
     registration_ip: RateLimit = field(default_factory=lambda: RateLimit(0.1, 5))
     media_uploads: RateLimit = field(default_factory=lambda: RateLimit(1.0, 20))
+    # Address validation emails (POST /account/3pid/email/requestToken), per client IP
+    # address and per email address: anyone may ask, so this bounds what we mail a stranger.
+    threepid_validation: RateLimit = field(default_factory=lambda: RateLimit(0.003, 5))
     # Local users cannot join a room with this many joined members; None: no limit.
     max_joined_members_per_room: int | None = None
     spam: SpamLimitsConfig = field(default_factory=SpamLimitsConfig)
@@ -175,7 +178,8 @@ class FederationConfig:
 
 @dataclass
 class EmailConfig:
-    """SMTP for email notifications of unread messages (homeserver/push/email_pusher.py)."""
+    """SMTP for email notifications of unread messages (homeserver/push/email_pusher.py)
+    and for the emails that validate addresses users add (handlers/threepids.py)."""
 
     notif_from: str
     # Without it the "email" pusher kind is not offered (Synapse's email.enable_notifs).
@@ -215,7 +219,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
     user_directory: UserDirectoryConfig = field(default_factory=UserDirectoryConfig)
-    # None: no SMTP server, so no email notifications.
+    # None: no SMTP server, so no email notifications and no email addresses added.
     email: EmailConfig | None = None
     log_level: str = "INFO"
     public_baseurl: str | None = None
@@ -537,6 +541,7 @@ def _read_limits(s: _Section) -> LimitsConfig:
         login_account=bucket("login_account", d.login_account),
         registration_ip=bucket("registration_ip", d.registration_ip),
         media_uploads=bucket("media_uploads", d.media_uploads),
+        threepid_validation=bucket("threepid_validation", d.threepid_validation),
         max_joined_members_per_room=s.get(
             "max_joined_members_per_room", _POSITIVE_INT, None, optional=True
         ),
@@ -876,6 +881,10 @@ limits:
   media_uploads:
     per_second: 1
     burst: 20
+  # Address validation emails, per client IP address and per email address.
+  threepid_validation:
+    per_second: 0.003
+    burst: 5
   # Local users cannot join a room that already has this many joined members (403
   # M_FORBIDDEN). Default: not set, no limit.
   #max_joined_members_per_room: 1000
@@ -911,9 +920,11 @@ federation:
   #      "ed25519:auto": "Noi6WqcDj0QmPxCNQqgezwTlBKrfqehY1u2FyWP9uYw"
   trusted_key_servers: []
 
-# Email notifications: a user whose client set an "email" pusher gets one email per room
-# for the messages that notified them and stayed unread for notif_delay. Without this
-# section, or with enable_notifs false, POST /pushers/set refuses kind "email". Example:
+# Email: users add addresses to their accounts (validated by a mailed code and a link to
+# public_baseurl), and a user whose client set an "email" pusher for one of them gets one
+# email per room for the messages that notified them and stayed unread for notif_delay.
+# Without this section no address can be added; without enable_notifs, POST /pushers/set
+# refuses kind "email". Example:
 #email:
 #  enable_notifs: true
 #  # The From header of the emails (required).

@@ -31,6 +31,7 @@ from homeserver.handlers.room_upgrade import RoomUpgradeHandler, UpgradeCarryOve
 from homeserver.handlers.search import SearchHandler
 from homeserver.handlers.state import StateHandler
 from homeserver.handlers.sync import SyncHandler, build_sync_handler
+from homeserver.handlers.threepids import ThreepidHandler
 from homeserver.handlers.to_device import ToDeviceHandler
 from homeserver.handlers.typing import TypingHandler
 from homeserver.handlers.uia import InteractiveAuth, RegistrationTokens
@@ -101,6 +102,8 @@ class Core:
     reports: ReportsHandler
     room_upgrades: RoomUpgradeHandler
     user_directory: UserDirectoryHandler
+    # Email addresses bound to accounts (3PIDs), which email pushers may mail.
+    threepids: ThreepidHandler
 
 
 def build_core(
@@ -142,6 +145,8 @@ def build_core(
     )
     auth = AuthHandler(storage, server_name, clock, device_lists, rate_limits.login_account)
     uia = InteractiveAuth(clock)
+    # One SMTP client for notifications and address validation mails.
+    mailer = SmtpMailer(email) if email is not None else None
     core = Core(
         server=server,
         storage=storage,
@@ -186,6 +191,7 @@ def build_core(
             (pusher_pool := PusherPool(storage.push)),
             clock,
             lambda: storage.stream_ids.current,
+            storage.threepids,
         ),
         pusher_pool=pusher_pool,
         reports=ReportsHandler(storage, storage.reports, room_api.visibility, clock),
@@ -200,6 +206,17 @@ def build_core(
             storage.user_directory,
             search_all_users=(user_directory or UserDirectoryConfig()).search_all_users,
         ),
+        threepids=ThreepidHandler(
+            storage.threepids,
+            pusher_pool,
+            clock,
+            server_name,
+            public_baseurl,
+            email,
+            mailer,
+            rate_limits.threepid_validation,
+            devices.require_password,
+        ),
     )
     room_api.members.max_joined_members = limits.max_joined_members_per_room
     room_api.members.on_joined.append(carry_over.joined)
@@ -209,12 +226,14 @@ def build_core(
     pusher_pool.add_kind(
         "http", lambda p: HttpPusher(p, storage.push, clock, storage.events, gateway), gateway.close
     )
-    if email is not None and email.enable_notifs:
-        mailer = SmtpMailer(email)
+    if email is not None and mailer is not None and email.enable_notifs:
         digests = EmailDigests(email, storage.events, storage.rooms, storage.sync_reads)
         delay_s = email.notif_delay_s
         pusher_pool.add_kind(
-            EMAIL, lambda p: EmailPusher(p, storage.push, clock, digests, mailer, delay_s)
+            EMAIL,
+            lambda p: EmailPusher(
+                p, storage.push, clock, digests, mailer, delay_s, storage.threepids
+            ),
         )
     storage.persist.add_indexer(
         NotificationCounter(server_name, push_rules, storage.push, pusher_pool.on_notified)

@@ -38,6 +38,16 @@ class Codes:
     USER_LOCKED = "M_USER_LOCKED"
     INVALID_SIGNATURE = "M_INVALID_SIGNATURE"
     WRONG_ROOM_KEYS_VERSION = "M_WRONG_ROOM_KEYS_VERSION"
+    THREEPID_IN_USE = "M_THREEPID_IN_USE"
+    THREEPID_NOT_FOUND = "M_THREEPID_NOT_FOUND"
+    THREEPID_AUTH_FAILED = "M_THREEPID_AUTH_FAILED"
+    THREEPID_MEDIUM_NOT_SUPPORTED = "M_THREEPID_MEDIUM_NOT_SUPPORTED"
+    SERVER_NOT_TRUSTED = "M_SERVER_NOT_TRUSTED"
+    # The Identity Service API's, which a homeserver's submit_url shares (identity-service-api
+    # "Standard error responses", POST /validate/email/submitToken).
+    NO_VALID_SESSION = "M_NO_VALID_SESSION"
+    SESSION_EXPIRED = "M_SESSION_EXPIRED"
+    TOKEN_INCORRECT = "M_TOKEN_INCORRECT"
 
 
 # The status a client sees for an errcode unless the raiser chose one explicitly.

@@ -1,5 +1,5 @@
-"""Identifier grammars (appendices "Server Name", "User Identifiers", "Historical User IDs"):
-one definition for event validation, the auth rules and the config."""
+"""Identifier grammars (appendices "Server Name", "User Identifiers", "Historical User IDs",
+"3PID Types"): one definition for event validation, the auth rules, the config and 3PIDs."""
 
 from __future__ import annotations
 
@@ -40,3 +40,23 @@ def _is_valid_user_id(value: str) -> bool:
 def domain_of(identifier: str) -> str:
     """The server name after the first `:` of a sigil-prefixed identifier ("" if none)."""
     return identifier.partition(":")[2]
+
+
+# An email address an SMTP server takes in RCPT TO (RFC 5321 Mailbox, without quoted local
+# parts or address literals): no spaces, no header syntax, a host name as the domain.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_EMAIL_RE = re.compile(
+    r"[^@\s\x00-\x1f\x7f<>()\[\],;:\"\\]{1,64}@" + rf"(?:{_LABEL}\.)*{_LABEL}\.?"
+)
+MAX_EMAIL_CHARS = 254
+
+
+def canonical_email(address: str) -> str | None:
+    """The 3PID address of an email address (appendices "3PID Types", E-Mail): the local part
+    case-folded, the domain lower-cased. None when `address` is not a plain address."""
+    if len(address) > MAX_EMAIL_CHARS or _EMAIL_RE.fullmatch(address) is None:
+        return None
+    local, _, domain = address.rpartition("@")
+    canonical = f"{local.casefold()}@{domain.lower()}"
+    # Case folding can lengthen the local part ("ß" becomes "ss").
+    return canonical if len(canonical) <= MAX_EMAIL_CHARS else None

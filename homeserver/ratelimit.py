@@ -65,6 +65,7 @@ class RateLimits:
     login_account: RateLimiter
     registration_ip: RateLimiter
     media_uploads: RateLimiter
+    threepid_validation: RateLimiter
 
     @classmethod
     def from_config(cls, limits: LimitsConfig, clock: Clock) -> RateLimits:
@@ -74,4 +75,5 @@ class RateLimits:
             RateLimiter(limits.login_account, clock),
             RateLimiter(limits.registration_ip, clock),
             RateLimiter(limits.media_uploads, clock),
+            RateLimiter(limits.threepid_validation, clock),
         )

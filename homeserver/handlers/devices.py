@@ -172,12 +172,15 @@ class DeviceHandler:
             change.deleted += others
 
     async def deactivate(self, user_id: str | None, auth: Mapping[str, Any] | None) -> str:
-        """C-S API "POST /account/deactivate": no login and no token works any more, and the
-        user leaves every room (and declines invites and knocks). Returns the user ID."""
+        """C-S API "POST /account/deactivate": no login and no token works any more, its
+        3PIDs are unbound, and the user leaves every room (and declines invites and knocks).
+        Returns the user ID."""
         user_id = await self.require_password(user_id, auth, "deactivate")
         devices = await self.storage.accounts.get_devices(user_id)
         async with self.auth.device_lists.changing(user_id) as change:
             await self.user_data.mark_deactivated_txn(change.txn, user_id)
+            # Its email addresses are free for other accounts again.
+            await self.storage.threepids.delete_user_threepids_txn(change.txn, user_id)
             await self.storage.accounts.delete_devices_txn(change.txn, user_id, None)
             change.deleted += [d.device_id for d in devices]
         rooms: list[str] = []

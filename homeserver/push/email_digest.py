@@ -10,11 +10,11 @@ import unicodedata
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid, parseaddr
 from urllib.parse import quote
 
 from homeserver.config import EmailConfig
 from homeserver.events.event import MEMBER, Event
+from homeserver.push.mailer import new_message
 from homeserver.storage.stores.events import EventsStore
 from homeserver.storage.stores.push import PushActionRow
 from homeserver.storage.stores.rooms import RoomsStore
@@ -61,7 +61,6 @@ class EmailDigests:
         self.events = events
         self.rooms = rooms
         self.reads = reads
-        self._from_domain = parseaddr(config.notif_from)[1].rpartition("@")[2] or "localhost"
 
     async def room_digest(
         self, user_id: str, room_id: str, rows: Sequence[PushActionRow]
@@ -113,14 +112,7 @@ class EmailDigests:
         count = len(digest.lines)
         what = "an unread message" if count == 1 else f"{count} unread messages"
         subject = f"[{app}] {what[0].upper()}{what[1:]} in {digest.room_name}"
-        message = EmailMessage()
-        message["Subject"] = subject
-        message["From"] = self.config.notif_from
-        message["To"] = to
-        message["Date"] = formatdate(now_ms / 1000, usegmt=True)
-        message["Message-ID"] = make_msgid(domain=self._from_domain)
-        # RFC 3834: sent by a machine, so vacation responders stay quiet.
-        message["Auto-Submitted"] = "auto-generated"
+        message = new_message(self.config, to, subject, now_ms)
         footer = (
             f"You get these emails because email notifications are on for {user_id} on {app}."
             " Turn them off in your Matrix client's notification settings."

@@ -1,19 +1,21 @@
 """EmailPusher: emails a user the notifications they left unread (C-S API "Pushers", kind
 "email"): once the oldest is notif_delay old, one email per room covering every notification
 of that room still unread. Notifications read in time are not pending any more (the store
-leaves read rows out), so they are never mailed."""
+leaves read rows out), so they are never mailed. Only an address bound to the user (a 3PID
+they proved, handlers/threepids.py) is ever mailed."""
 
 from __future__ import annotations
 
 import logging
-import re
 
 from homeserver.clock import Clock
 from homeserver.errors import InvalidParam
+from homeserver.identifiers import canonical_email
 from homeserver.push.email_digest import EmailDigests
 from homeserver.push.mailer import Mailer, MailerError
 from homeserver.push.pusher_pool import PusherWorker
 from homeserver.storage.stores.push import PushActionRow, Pusher, PushStore
+from homeserver.storage.stores.threepids import MEDIUM_EMAIL, ThreepidsStore
 
 logger = logging.getLogger(__name__)
 
@@ -22,21 +24,16 @@ EMAIL = "email"
 EMAIL_APP_ID = "m.email"
 BATCH = 100
 
-# An address an SMTP server takes in RCPT TO (RFC 5321 Mailbox, without quoted local parts
-# or address literals): no spaces, no header syntax, a host name as the domain.
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_ADDRESS_RE = re.compile(
-    r"(?P<local>[^@\s\x00-\x1f\x7f<>()\[\],;:\"\\]{1,64})@" + rf"(?:{_LABEL}\.)*{_LABEL}\.?"
-)
 
-
-def check_email_pusher(app_id: str, pushkey: str) -> None:
-    """POST /pushers/set of kind "email": the pushkey is the address mailed. Raises
-    InvalidParam."""
+def check_email_pusher(app_id: str, pushkey: str) -> str:
+    """POST /pushers/set of kind "email": the pushkey is the address mailed. Returns it in
+    its canonical form, the one bound to accounts. Raises InvalidParam."""
     if app_id != EMAIL_APP_ID:
         raise InvalidParam(f'app_id must be "{EMAIL_APP_ID}" for email pushers')
-    if len(pushkey) > 254 or _ADDRESS_RE.fullmatch(pushkey) is None:
+    address = canonical_email(pushkey)
+    if address is None:
         raise InvalidParam("pushkey must be an email address for email pushers")
+    return address
 
 
 class EmailPusher(PusherWorker):
@@ -48,8 +45,10 @@ class EmailPusher(PusherWorker):
         digests: EmailDigests,
         mailer: Mailer,
         delay_s: float,
+        threepids: ThreepidsStore,
     ) -> None:
         super().__init__(pusher, store, clock)
+        self.threepids = threepids
         self.digests = digests
         self.mailer = mailer
         self.delay_ms = int(delay_s * 1000)
@@ -75,6 +74,12 @@ class EmailPusher(PusherWorker):
         due = min(rows[0].ts, self._oldest_seen[1]) + self.delay_ms
         if now < due:
             return (due - now) / 1000
+        if await self.threepids.get_owner(MEDIUM_EMAIL, self.pusher.pushkey) != user_id:
+            # Unbinding an address deletes its pushers, but a pusher set while the address
+            # was being unbound can outlive it: it goes now, unsent.
+            logger.info("email pusher user=%s dropped: address not bound", user_id)
+            await self.store.delete_pusher(user_id, self.pusher.app_id, self.pusher.pushkey)
+            return 0  # the next round finds the pusher gone and ends this worker
         by_room: dict[str, list[PushActionRow]] = {}
         for row in rows:
             if row.stream_ordering > self._mailed_up_to.get(row.room_id, 0):

@@ -1,9 +1,11 @@
 """Mailer: hands an email to the configured SMTP server (RFC 5321) with aiosmtplib, the
-transport of email notifications (email_pusher.py)."""
+transport of email notifications (email_pusher.py) and of address validation mails
+(handlers/threepids.py)."""
 
 from __future__ import annotations
 
 from email.message import EmailMessage
+from email.utils import formatdate, make_msgid, parseaddr
 from typing import Protocol
 
 import aiosmtplib
@@ -12,6 +14,21 @@ from homeserver.config import EmailConfig
 
 # A mail server that accepts the connection but never answers must not hold a pusher forever.
 SMTP_TIMEOUT_S = 30.0
+
+
+def new_message(config: EmailConfig, to: str, subject: str, now_ms: int) -> EmailMessage:
+    """An email of this server's to `to`, with the headers all of them carry; the caller
+    sets the content."""
+    message = EmailMessage()
+    message["Subject"] = subject
+    message["From"] = config.notif_from
+    message["To"] = to
+    message["Date"] = formatdate(now_ms / 1000, usegmt=True)
+    domain = parseaddr(config.notif_from)[1].rpartition("@")[2] or "localhost"
+    message["Message-ID"] = make_msgid(domain=domain)
+    # RFC 3834: sent by a machine, so vacation responders stay quiet.
+    message["Auto-Submitted"] = "auto-generated"
+    return message
 
 
 class MailerError(Exception):

@@ -1,5 +1,6 @@
 """PushersHandler: a user's pushers (C-S API "Pushers", pusher.yaml): GET /pushers and
-POST /pushers/set. The kinds accepted are those the PusherPool has workers for."""
+POST /pushers/set. The kinds accepted are those the PusherPool has workers for; an email
+pusher only for an address bound to its user (a 3PID), as Synapse has it."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from urllib.parse import urlsplit
 
 from homeserver.clock import Clock
 from homeserver.errors import Codes, InvalidParam, MatrixError
-from homeserver.push.email_pusher import EMAIL, check_email_pusher
+from homeserver.identifiers import canonical_email
+from homeserver.push.email_pusher import EMAIL, EMAIL_APP_ID, check_email_pusher
 from homeserver.push.pusher_pool import PusherPool
 from homeserver.storage.stores.push import Pusher, PushStore
+from homeserver.storage.stores.threepids import MEDIUM_EMAIL, ThreepidsStore
 
 JsonDict = dict[str, Any]
 HTTP = "http"
@@ -29,8 +32,10 @@ class PushersHandler:
         pool: PusherPool,
         clock: Clock,
         stream_position: Callable[[], int],
+        threepids: ThreepidsStore,
     ) -> None:
         self.store = store
+        self.threepids = threepids
         self.pool = pool
         self.clock = clock
         # Where a new pusher starts: notifications from before it was set are not pushed.
@@ -69,6 +74,9 @@ class PushersHandler:
             raise InvalidParam(f"pushkey is limited to {MAX_PUSHKEY_BYTES} bytes")
         kind = body["kind"]
         if kind is None:
+            if app_id == EMAIL_APP_ID:
+                # Email pushers are stored under the canonical address.
+                pushkey = canonical_email(pushkey) or pushkey
             await self.store.delete_pusher(user_id, app_id, pushkey)
             await self.pool.pusher_removed(user_id, app_id, pushkey)
             return
@@ -92,7 +100,13 @@ class PushersHandler:
         if kind == HTTP:
             _check_gateway_url(data.get("url"))
         elif kind == EMAIL:
-            check_email_pusher(app_id, pushkey)
+            pushkey = check_email_pusher(app_id, pushkey)
+            # Else anyone could make this server mail any address.
+            if await self.threepids.get_owner(MEDIUM_EMAIL, pushkey) != user_id:
+                raise MatrixError(
+                    "Email not found: bind the address to your account first (/account/3pid)",
+                    Codes.THREEPID_NOT_FOUND,
+                )
         pusher = Pusher(
             user_id,
             app_id,

@@ -31,6 +31,7 @@ from homeserver.storage.stores.search import SearchStore
 from homeserver.storage.stores.server_keys import ServerKeysStore
 from homeserver.storage.stores.state import StateStore
 from homeserver.storage.stores.sync_reads import SyncReadsStore
+from homeserver.storage.stores.threepids import ThreepidsStore
 from homeserver.storage.stores.to_device import ToDeviceStore
 from homeserver.storage.stores.user_data import UserDataStore
 from homeserver.storage.stores.user_directory import UserDirectoryStore
@@ -80,6 +81,8 @@ class Storage:
     reports: ReportsStore
     # Who the user directory shows, kept by its indexer (issue 7).
     user_directory: UserDirectoryStore
+    # Email addresses bound to accounts and their validation sessions.
+    threepids: ThreepidsStore
 
     async def close(self) -> None:
         # Closing the Database also releases its single-writer claim (lock_single_writer).
@@ -160,4 +163,5 @@ async def storage_on(db: Database) -> Storage:
         push=PushStore(db),
         reports=ReportsStore(db),
         user_directory=user_directory,
+        threepids=ThreepidsStore(db),
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -16,6 +16,7 @@ from homeserver.config import LimitsConfig, RateLimit, RegistrationConfig
 from homeserver.core import Core, build_core
 from homeserver.crypto.keys import ServerKeys
 from homeserver.storage import Storage
+from tests.helpers.mail import Mailbox, start_smtp
 from tests.helpers.rest import RestHelper
 
 ClientFactory = Callable[[web.Application], Awaitable[TestClient[Any, Any]]]
@@ -61,3 +62,13 @@ async def client(client_core: Core, aiohttp_client: ClientFactory) -> TestClient
 @pytest.fixture
 def rest(client: TestClient[Any, Any]) -> RestHelper:
     return RestHelper(client)
+
+
+@pytest.fixture
+async def smtp() -> AsyncIterator[tuple[Mailbox, int]]:
+    """A real SMTP server on 127.0.0.1: its mailbox and port."""
+    mailbox = Mailbox()
+    server, port = await start_smtp(mailbox)
+    yield mailbox, port
+    server.close()
+    await server.wait_closed()

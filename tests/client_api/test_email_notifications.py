@@ -5,23 +5,21 @@ SMTP server (aiosmtpd) on 127.0.0.1; and the `email` config section."""
 from __future__ import annotations
 
 import asyncio
-import email
 import socket
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
-from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from homeserver.config import ConfigError, EmailConfig, RegistrationConfig, parse_config
 from homeserver.core import Core, build_core
 from homeserver.crypto.keys import ServerKeys
 from homeserver.storage import Storage
 from tests.client_api.conftest import UNLIMITED, ClientFactory, client_app
+from tests.helpers.mail import Mailbox, bind_email, start_smtp
 from tests.helpers.rest import V3, RestHelper, User
 from tests.helpers.spec_schemas import assert_response_valid
 
@@ -37,44 +35,6 @@ PUSHER = {
     "lang": "en",
     "data": {},
 }
-
-
-@dataclass
-class Mailbox:
-    """What the SMTP server received: the envelope's recipients and the parsed message."""
-
-    received: list[tuple[list[str], EmailMessage]] = field(default_factory=list)
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        content = envelope.original_content or b""
-        message = email.message_from_bytes(content, policy=email.policy.default)
-        assert isinstance(message, EmailMessage)
-        self.received.append((list(envelope.rcpt_tos), message))
-        return "250 OK"
-
-    async def wait_for(self, count: int, timeout_s: float = 10.0) -> None:
-        for _ in range(int(timeout_s / 0.05)):
-            if len(self.received) >= count:
-                return
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"{len(self.received)} emails arrived, expected {count}")
-
-
-async def _start_smtp(mailbox: Mailbox, port: int = 0) -> tuple[asyncio.Server, int]:
-    # hostname given: aiosmtpd would otherwise look up this machine's FQDN.
-    server = await asyncio.get_running_loop().create_server(
-        lambda: SMTP(mailbox, hostname="smtp.test"), "127.0.0.1", port
-    )
-    return server, server.sockets[0].getsockname()[1]
-
-
-@pytest.fixture
-async def smtp() -> AsyncIterator[tuple[Mailbox, int]]:
-    mailbox = Mailbox()
-    server, port = await _start_smtp(mailbox)
-    yield mailbox, port
-    server.close()
-    await server.wait_closed()
 
 
 def _email_config(port: int) -> EmailConfig:
@@ -147,6 +107,7 @@ async def test_one_email_per_room(email_server: tuple[RestHelper, Core], smtp: A
     await rest.join(carol, garden)
     direct = await rest.create_room(carol, preset="trusted_private_chat", invite=[bob.user_id])
     await rest.join(bob, direct)
+    await bind_email(rest, bob, mailbox, ADDRESS)
     await _set_pusher(rest, bob)
     listed = await rest.request("GET", f"{V3}/pushers", bob)
     assert_response_valid("client-server/pusher.yaml", "/pushers", "get", 200, listed)
@@ -200,6 +161,7 @@ async def test_read_in_time_is_not_mailed(email_server: tuple[RestHelper, Core],
     alice, bob = await rest.register("alice"), await rest.register("bob")
     room_id = await rest.create_room(alice, preset="public_chat", name="Porch")
     await rest.join(bob, room_id)
+    await bind_email(rest, bob, mailbox, ADDRESS)
     await _set_pusher(rest, bob)
     first = await rest.send(alice, room_id, "seen in time")
     path = f"{V3}/rooms/{quote(room_id)}/receipt/m.read/{quote(first)}"
@@ -216,18 +178,24 @@ async def test_read_in_time_is_not_mailed(email_server: tuple[RestHelper, Core],
 async def test_smtp_failure_is_retried(
     storage: Storage, server_keys: ServerKeys, aiohttp_client: ClientFactory
 ) -> None:
-    # A port nobody listens on yet: the first attempts fail, the server starts later.
+    # A port the SMTP server leaves once bob's address is bound: the first attempts to
+    # mail the notification fail, the server starts again later.
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     core = _core(storage, server_keys, _email_config(port))
     rest = RestHelper(await aiohttp_client(client_app(core)))
     mailbox = Mailbox()
-    server: asyncio.Server | None = None
+    server: asyncio.Server | None
+    server, _ = await start_smtp(mailbox, port)
     try:
         alice, bob = await rest.register("alice"), await rest.register("bob")
         room_id = await rest.create_room(alice, preset="public_chat")
         await rest.join(bob, room_id)
+        await bind_email(rest, bob, mailbox, ADDRESS)
+        server.close()
+        await server.wait_closed()
+        server = None
         await _set_pusher(rest, bob)
         await rest.send(alice, room_id, "are you there?")
         for _ in range(200):
@@ -236,7 +204,7 @@ async def test_smtp_failure_is_retried(
                 break
             await asyncio.sleep(0.05)
         assert pusher.failing_since is not None
-        server, _ = await _start_smtp(mailbox, port)
+        server, _ = await start_smtp(mailbox, port)
         await mailbox.wait_for(1)
         plain, _ = _parts(mailbox.received[0][1])
         assert "are you there?" in plain
