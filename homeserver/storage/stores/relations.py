@@ -209,8 +209,25 @@ class RelationsStore:
         in topological order. Positions are (depth, stream ordering) "just after" an event, or
         (None, stream) for a /sync token: backwards, the rows at or before `from_pos` and after
         `to_pos`; forwards, those after `from_pos` up to and including `to_pos`."""
-        args: list[Any] = [parent_id, max_depth, room_id]
-        where = ["r.room_id = $3"]
+        args: list[Any] = [parent_id, room_id]
+        where = ["r.room_id = $2"]
+        if max_depth > 1:
+            args.append(max_depth)
+            # The level guard keeps a relationship cycle (possible over federation) finite.
+            source = (
+                "WITH RECURSIVE related (event_id, level) AS ("
+                " SELECT event_id, 1 FROM event_relations WHERE relates_to_id = $1"
+                " UNION"
+                " SELECT c.event_id, related.level + 1 FROM event_relations c"
+                " JOIN related ON c.relates_to_id = related.event_id WHERE related.level < $3)"
+                f" SELECT DISTINCT {', '.join('r.' + c for c in _COLUMNS)}"
+                " FROM event_relations r JOIN related ON r.event_id = related.event_id"
+            )
+        else:
+            # Direct children only: read in order from the (relates_to_id, depth, stream)
+            # index, a page at a time, however long the thread.
+            where.append("r.relates_to_id = $1")
+            source = f"SELECT {', '.join('r.' + c for c in _COLUMNS)} FROM event_relations r"
 
         def bound(pos: tuple[int | None, int], op: str) -> str:
             depth, stream = pos
@@ -231,16 +248,8 @@ class RelationsStore:
                 where.append(f"{column} = ${len(args)}")
         order = "ASC" if forwards else "DESC"
         args.append(limit)
-        # The level guard keeps a relationship cycle (possible over federation) finite.
         rows = await self.db.fetch(
-            "WITH RECURSIVE related (event_id, level) AS ("
-            " SELECT event_id, 1 FROM event_relations WHERE relates_to_id = $1"
-            " UNION"
-            " SELECT c.event_id, related.level + 1 FROM event_relations c"
-            " JOIN related ON c.relates_to_id = related.event_id WHERE related.level < $2)"
-            f" SELECT DISTINCT {', '.join('r.' + c for c in _COLUMNS)}"
-            " FROM event_relations r JOIN related ON r.event_id = related.event_id"
-            f" WHERE {' AND '.join(where)}"
+            f"{source} WHERE {' AND '.join(where)}"
             f" ORDER BY r.depth {order}, r.stream_ordering {order} LIMIT ${len(args)}",
             *args,
         )
