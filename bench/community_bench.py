@@ -1,10 +1,10 @@
 """Community features benchmark (issue 7): push rule evaluation and count updates for one
 message in a 1,000-member room, search latency over 200,000 messages, and /relations and
-/threads over a 10,000-event thread. Ours only, on SQLite and PostgreSQL (no Synapse side by
-side yet: see bench/README.md).
+/threads over a 10,000-event thread; in-process on SQLite and PostgreSQL, then over HTTP
+against our server and Synapse side by side (--targets, in community_http.py).
 
-Everything runs in this process through our domain handlers (no HTTP), on a real SQLite file
-or a fresh PostgreSQL database `bench_community` on loopback:
+The in-process part runs in this process through our domain handlers (no HTTP), on a real
+SQLite file or a fresh PostgreSQL database `bench_community` on loopback:
 
 1. Push: a room with --members joined members (each with a display name); --messages messages
    are sent one at a time by one member, each evaluated against every other member's push
@@ -19,10 +19,18 @@ or a fresh PostgreSQL database `bench_community` on loopback:
    from the newest and /threads (limit 20), --repeats times each: p50/p95; the first page
    must be full.
 
+The HTTP part (see community_http.py) measures the same over the Client-Server API for each
+of --targets, each server a subprocess: the server process's CPU per message sent in a room
+of --members members and in a room of two, and the latencies of /search, /relations and
+/threads over --http-search-messages messages and a thread of --http-thread-events replies
+(smaller than the in-process sizes: Synapse writes client-API events too slowly for those).
+
 Run by hand; results go in bench/README.md. Nothing here is a test.
 
     .venv/bin/python bench/community_bench.py [--engines sqlite postgres] [--members 1000]
-        [--messages 200] [--search-messages 200000] [--thread-events 10000] [--json]
+        [--messages 200] [--search-messages 200000] [--thread-events 10000]
+        [--targets ours-sqlite ours-postgres synapse] [--http-search-messages 40000]
+        [--http-thread-events 10000] [--concurrency 8] [--keep] [--json]
 """
 
 from __future__ import annotations
@@ -42,7 +50,16 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sync_bench import log, machine, percentile, recreate_postgres_database  # noqa: E402
+from community_http import HttpParams, run_targets  # noqa: E402
+from community_http import rows as http_rows  # noqa: E402
+from sync_bench import (  # noqa: E402
+    ALL_TARGETS,
+    log,
+    machine,
+    percentile,
+    recreate_postgres_database,
+    table,
+)
 
 from homeserver.config import DatabaseConfig  # noqa: E402
 from homeserver.core import Core, build_core  # noqa: E402
@@ -163,7 +180,7 @@ async def bench_push(core: Core, storage: Storage, params: Params, result: Resul
     result.push_cpu_ms_max = round(max(timer.cpu_ms), 2)
     result.send_wall_ms_p50 = stats(walls)[0]
     counts = await storage.db.fetchval(
-        "SELECT COUNT(*) FROM event_push_actions WHERE room_id = $1", room_id
+        "SELECT COUNT(*) FROM room_push_outcomes WHERE room_id = $1", room_id
     )
     if not counts:
         result.notes.append(f"{result.engine}: no push actions were written")
@@ -275,7 +292,7 @@ async def run_engine(engine: str, work: Path, params: Params) -> Result:
             await bench_relations(core, params, result)
         finally:
             await core.persister.close()
-            await core.push_sender.close()
+            await core.pusher_pool.close()
     finally:
         await storage.close()
     log(f"{engine}: {asdict(result)}")
@@ -303,14 +320,22 @@ def cell(result: Result, key: str) -> str:
 
 
 async def main(argv: list[str]) -> int:
+    http = HttpParams()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--engines", nargs="+", choices=("sqlite", "postgres"), default=["sqlite", "postgres"]
+        "--engines", nargs="*", choices=("sqlite", "postgres"), default=["sqlite", "postgres"]
     )
     parser.add_argument("--members", type=int, default=Params.members)
     parser.add_argument("--messages", type=int, default=Params.messages)
     parser.add_argument("--search-messages", type=int, default=Params.search_messages)
     parser.add_argument("--thread-events", type=int, default=Params.thread_events)
+    parser.add_argument("--targets", nargs="*", choices=ALL_TARGETS, default=list(ALL_TARGETS))
+    parser.add_argument("--http-search-messages", type=int, default=http.search_messages)
+    parser.add_argument("--http-thread-events", type=int, default=http.thread_events)
+    parser.add_argument(
+        "--concurrency", type=int, default=http.concurrency, help="HTTP sends in flight"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the servers' directories")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     params = Params(
@@ -319,18 +344,34 @@ async def main(argv: list[str]) -> int:
         search_messages=args.search_messages,
         thread_events=args.thread_events,
     )
+    http.members, http.messages = args.members, args.messages
+    http.search_messages, http.thread_events = args.http_search_messages, args.http_thread_events
+    http.concurrency = args.concurrency
     with tempfile.TemporaryDirectory(prefix="community-bench-") as tmp:
         results = [await run_engine(e, Path(tmp), params) for e in args.engines]
+    http_results = await run_targets(args.targets, http, args.keep)
     print(f"machine: {json.dumps(machine())}")
-    print("| | " + " | ".join(r.engine for r in results) + " |")
-    print("|---" * (len(results) + 1) + "|")
-    for label, key in ROWS:
-        print(f"| {label} | " + " | ".join(cell(r, key) for r in results) + " |")
-    notes = [n for r in results for n in r.notes]
+    if results:
+        print("| | " + " | ".join(r.engine for r in results) + " |")
+        print("|---" * (len(results) + 1) + "|")
+        for label, key in ROWS:
+            print(f"| {label} | " + " | ".join(cell(r, key) for r in results) + " |")
+    if http_results:
+        print(f"\nover HTTP: {json.dumps(asdict(http))}")
+        print(table(http_results, http_rows(http)))
+    notes = [n for r in results for n in r.notes] + [
+        f"{r.target}: {note}"
+        for r in http_results
+        for note in ([r.error] if r.error else []) + r.notes
+    ]
     for note in notes:
         print(f"- {note}")
     if args.json:
-        print(json.dumps([asdict(r) for r in results], indent=2))
+        runs = {
+            "in_process": [asdict(r) for r in results],
+            "http": [asdict(r) for r in http_results],
+        }
+        print(json.dumps(runs, indent=2))
     return 1 if notes else 0
 
 
