@@ -50,13 +50,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from community_http import HttpParams, run_targets  # noqa: E402
+from community_http import HttpParams, run_targets, stats  # noqa: E402
 from community_http import rows as http_rows  # noqa: E402
 from sync_bench import (  # noqa: E402
     ALL_TARGETS,
     log,
     machine,
-    percentile,
     recreate_postgres_database,
     table,
 )
@@ -118,10 +117,6 @@ class TimedCounter:
         started = time.process_time()
         await self.counter.index_events_txn(txn, room_id, events)
         self.cpu_ms.append((time.process_time() - started) * 1000)
-
-
-def stats(values: list[float]) -> tuple[float, float]:
-    return round(percentile(values, 50), 2), round(percentile(values, 95), 2)
 
 
 async def timed(repeats: int, call: Callable[[], Awaitable[Any]]) -> list[float]:

@@ -4,11 +4,10 @@ events a user was notified about (GET /notifications, notifications.yaml)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from homeserver.errors import InvalidParam
-from homeserver.events.event import Event
+from homeserver.handlers.client_events import ClientEventSerializer
 from homeserver.storage.stores.events import EventsStore
 from homeserver.storage.stores.push import PushStore
 from homeserver.storage.stores.user_data import UNTHREADED
@@ -18,21 +17,10 @@ DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 
 
-class ClientSerializer(Protocol):
-    async def serialize(
-        self,
-        events: Sequence[Event],
-        *,
-        user_id: str,
-        device_id: str | None = None,
-        memberships: Mapping[str, str] | None = None,
-        include_room_id: bool = True,
-        replaced_state: bool = True,
-    ) -> list[JsonDict]: ...
-
-
 class NotificationsHandler:
-    def __init__(self, store: PushStore, events: EventsStore, serializer: ClientSerializer) -> None:
+    def __init__(
+        self, store: PushStore, events: EventsStore, serializer: ClientEventSerializer
+    ) -> None:
         self.store = store
         self.events = events
         self.serializer = serializer

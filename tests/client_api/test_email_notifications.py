@@ -19,7 +19,7 @@ from homeserver.core import Core, build_core
 from homeserver.crypto.keys import ServerKeys
 from homeserver.storage import Storage
 from tests.client_api.conftest import UNLIMITED, ClientFactory, client_app
-from tests.helpers.mail import Mailbox, bind_email, start_smtp
+from tests.helpers.mail import Mailbox, bind_email, email_config, start_smtp
 from tests.helpers.rest import V3, RestHelper, User
 from tests.helpers.spec_schemas import assert_response_valid
 
@@ -38,16 +38,7 @@ PUSHER = {
 
 
 def _email_config(port: int) -> EmailConfig:
-    return EmailConfig(
-        notif_from="Test Chat <noreply@test.local>",
-        enable_notifs=True,
-        smtp_host="127.0.0.1",
-        smtp_port=port,
-        enable_tls=False,
-        app_name="Test Chat",
-        client_base_url=LINK,
-        notif_delay_s=DELAY_S,
-    )
+    return email_config(port, client_base_url=LINK, notif_delay_s=DELAY_S)
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from tests.helpers.mail import (
     Mailbox,
     add_threepid,
     bind_email,
+    email_config,
     read_validation,
     request_token,
     start_smtp,
@@ -64,15 +65,7 @@ class Server:
 
 
 def _email_config(port: int) -> EmailConfig:
-    return EmailConfig(
-        notif_from="Test Chat <noreply@test.local>",
-        enable_notifs=True,
-        smtp_host="127.0.0.1",
-        smtp_port=port,
-        enable_tls=False,
-        app_name="Test Chat",
-        notif_delay_s=0.5,
-    )
+    return email_config(port, notif_delay_s=0.5)
 
 
 def _core(

@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from homeserver.config import EmailConfig
 from tests.helpers.rest import V3, RestHelper, User
 
 VALIDATION_SUBJECT = "Confirm your email address"
@@ -49,6 +50,19 @@ class Mailbox:
                 del self.received[i]
                 return message
         raise AssertionError(f"no validation email to {address}")
+
+
+def email_config(smtp_port: int, **changes: Any) -> EmailConfig:
+    """The `email:` section the tests use: plain SMTP to the test's server on 127.0.0.1."""
+    return EmailConfig(
+        notif_from="Test Chat <noreply@test.local>",
+        enable_notifs=True,
+        smtp_host="127.0.0.1",
+        smtp_port=smtp_port,
+        enable_tls=False,
+        app_name="Test Chat",
+        **changes,
+    )
 
 
 async def start_smtp(mailbox: Mailbox, port: int = 0) -> tuple[asyncio.Server, int]:
